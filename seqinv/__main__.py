@@ -1,0 +1,3 @@
+from seqinv.cli import main
+
+main()

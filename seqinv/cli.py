@@ -1,0 +1,69 @@
+"""Thin typer app over the public API. Heavy imports stay inside command bodies."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from seqinv import __version__
+from seqinv.errors import SeqInvError
+
+app = typer.Typer(
+    name="seqinv",
+    help="Sequence-invariant 3D brain MRI: segment, denoise, embed and simulate any contrast.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"seqinv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print version."),
+) -> None:
+    """seqinv command-line interface."""
+
+
+def _register() -> None:
+    """Each area registers its commands from its own module (keeps this file conflict-free)."""
+    import importlib
+
+    for module in ("seqinv.commands.simulate", "seqinv.commands.models", "seqinv.commands.infer"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue
+        mod.register(app)
+    try:  # training/ ships in the same wheel; the runtime itself never needs it
+        from training.cli import register as register_training
+    except ModuleNotFoundError:
+        return
+    register_training(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except SeqInvError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

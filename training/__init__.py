@@ -1,0 +1,4 @@
+"""Training: physics-simulated pretraining, fine-tuning, evaluation and export.
+
+Imports seqinv, never the reverse.
+"""
