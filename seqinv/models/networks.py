@@ -1,0 +1,177 @@
+"""SeqInv networks (shared/SPEC.md §4): 5-stage 3D CNN encoder and the frozen-encoder U-Net.
+
+State-dict names are ours and stable (`stages.0.block1.conv.weight`, `decoder.ups.0.up.weight`, ...);
+only plain torch modules are used so a library refactor cannot rename the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqinv.errors import InputError
+from seqinv.models.config import ModelConfig
+from seqinv.models.hub import HubMixin
+
+#: The encoder halves the resolution 4 times: the U-Net pads inputs to a multiple of this.
+DOWNSAMPLE = 16
+
+
+class ConvBlock(nn.Module):
+    """3×3×3 conv → instance norm (no affine) → dropout → GELU."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float):
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.norm = nn.InstanceNorm3d(out_channels, affine=False)
+        self.drop = nn.Dropout(dropout)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(self.norm(self.conv(x))))
+
+
+class EncoderStage(nn.Module):
+    """Optional 2× max-pool, then two conv blocks."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float, downsample: bool):
+        super().__init__()
+        self.pool = nn.MaxPool3d(2) if downsample else nn.Identity()
+        self.block1 = ConvBlock(in_channels, out_channels, dropout)
+        self.block2 = ConvBlock(out_channels, out_channels, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block2(self.block1(self.pool(x)))
+
+
+def _check_input(x: torch.Tensor, in_channels: int, min_size: int) -> None:
+    if x.ndim != 5 or x.shape[1] != in_channels:
+        raise InputError(f"model input has shape {tuple(x.shape)}; expected (batch, {in_channels}, D, H, W)")
+    if min(x.shape[2:]) < min_size:
+        raise InputError(
+            f"model input spatial size {tuple(x.shape[2:])} is below {min_size} voxels in some axis; "
+            f"pad or resample the volume to at least {min_size}³"
+        )
+
+
+class SeqInvEncoder(HubMixin, nn.Module):
+    """5-stage encoder: (B, C, D, H, W) → pooled (B, F5), the global mean of the last feature map.
+
+    Spatial sizes need not be multiples of 16 (max-pooling floors), but each axis must be ≥ 16.
+    `SeqInvEncoder()` builds the paper preset (64, 128, 256, 512, 768) with random weights.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, preset: str = "paper", **overrides):
+        super().__init__()
+        if config is None:
+            config = ModelConfig.from_preset(preset, **{"arch": "encoder", **overrides})
+        self.config = config
+        widths = (config.in_channels, *config.features)
+        self.stages = nn.ModuleList(
+            EncoderStage(widths[i], widths[i + 1], config.dropout, downsample=i > 0) for i in range(5)
+        )
+
+    @property
+    def out_features(self) -> int:
+        return self.config.features[-1]
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The 5 stage outputs, at full, 1/2, 1/4, 1/8 and 1/16 resolution."""
+        _check_input(x, self.config.in_channels, DOWNSAMPLE)
+        maps = []
+        for stage in self.stages:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[-1].mean(dim=(2, 3, 4))
+
+
+class UpStage(nn.Module):
+    """2× transposed conv, concatenate the skip, two conv blocks."""
+
+    def __init__(
+        self, in_channels: int, up_channels: int, skip_channels: int, out_channels: int, dropout: float
+    ):
+        super().__init__()
+        self.up = nn.ConvTranspose3d(in_channels, up_channels, kernel_size=2, stride=2)
+        self.block1 = ConvBlock(up_channels + skip_channels, out_channels, dropout)
+        self.block2 = ConvBlock(out_channels, out_channels, dropout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.block2(self.block1(torch.cat([self.up(x), skip], dim=1)))
+
+
+class Decoder(nn.Module):
+    """U-Net decoder with skips from the 4 upper encoder stages (paper widths in brackets):
+    up f5→f5/2 ⊕f4 → f4 [768→384⊕512→512]; up f4→f4/2 ⊕f3 → f3; up f3→f3/2 ⊕f2 → f2;
+    up f2→f2 ⊕f1 → decoder_features [128→128⊕64→32]; 1×1×1 conv to out_channels.
+    """
+
+    def __init__(self, features: tuple[int, ...], decoder_features: int, out_channels: int, dropout: float):
+        super().__init__()
+        f1, f2, f3, f4, f5 = features
+        self.ups = nn.ModuleList(
+            [
+                UpStage(f5, f5 // 2, f4, f4, dropout),
+                UpStage(f4, f4 // 2, f3, f3, dropout),
+                UpStage(f3, f3 // 2, f2, f2, dropout),
+                UpStage(f2, f2, f1, decoder_features, dropout),
+            ]
+        )
+        self.head = nn.Conv3d(decoder_features, out_channels, kernel_size=1)
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        x = maps[4]
+        for up, skip in zip(self.ups, reversed(maps[:4]), strict=True):
+            x = up(x, skip)
+        return self.head(x)
+
+
+class SeqInvUNet(HubMixin, nn.Module):
+    """Frozen-encoder U-Net for segmentation (C class logits) and denoising (predicted noise).
+
+    `forward(x)` returns (B, out_channels, D, H, W). Inputs whose size is not a multiple of 16 are
+    edge-padded to the next multiple and the output is cropped back, so any size works (inference uses
+    96³ windows, which need no padding).
+    """
+
+    def __init__(self, config: ModelConfig | None = None, preset: str = "paper", **overrides):
+        super().__init__()
+        if config is None:
+            config = ModelConfig.from_preset(preset, **{"arch": "unet", "task": "segment", **overrides})
+        self.config = config
+        encoder_config = dataclasses.replace(
+            config, arch="encoder", task="features", labels=[], out_channels=1
+        )
+        self.encoder = SeqInvEncoder(encoder_config)
+        self.decoder = Decoder(config.features, config.decoder_features, config.out_channels, config.dropout)
+        self._encoder_frozen = False
+
+    def freeze_encoder(self) -> SeqInvUNet:
+        """Encoder in eval mode (no dropout) with no gradients; stays so after `.train()`."""
+        self._encoder_frozen = True
+        self.encoder.requires_grad_(False)
+        self.encoder.eval()
+        return self
+
+    def train(self, mode: bool = True) -> SeqInvUNet:
+        super().train(mode)
+        if self._encoder_frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.config.in_channels, 1)
+        size = x.shape[2:]
+        pad = []
+        for n in reversed(size):  # F.pad lists the last axis first
+            pad += [0, (-n) % DOWNSAMPLE]
+        if any(pad):
+            x = F.pad(x, pad, mode="replicate")
+        out = self.decoder(self.encoder.forward_features(x))
+        return out[..., : size[0], : size[1], : size[2]]
