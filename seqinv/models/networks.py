@@ -47,20 +47,26 @@ class EncoderStage(nn.Module):
         return self.block2(self.block1(self.pool(x)))
 
 
-def _check_input(x: torch.Tensor, in_channels: int, min_size: int) -> None:
+def _check_input(x: torch.Tensor, in_channels: int) -> None:
     if x.ndim != 5 or x.shape[1] != in_channels:
         raise InputError(f"model input has shape {tuple(x.shape)}; expected (batch, {in_channels}, D, H, W)")
-    if min(x.shape[2:]) < min_size:
+
+
+def _check_encoder_size(size: tuple[int, ...]) -> None:
+    # instance norm of the 1/16 map needs more than one voxel
+    bottleneck = [n // DOWNSAMPLE for n in size]
+    if min(bottleneck) < 1 or bottleneck[0] * bottleneck[1] * bottleneck[2] < 2:
         raise InputError(
-            f"model input spatial size {tuple(x.shape[2:])} is below {min_size} voxels in some axis; "
-            f"pad or resample the volume to at least {min_size}³"
+            f"encoder input spatial size {tuple(size)} is too small: it needs at least 16 voxels along every "
+            "axis and 32 along one (the 1/16-resolution map must hold 2 voxels); pad it to 32³ or more"
         )
 
 
 class SeqInvEncoder(HubMixin, nn.Module):
     """5-stage encoder: (B, C, D, H, W) → pooled (B, F5), the global mean of the last feature map.
 
-    Spatial sizes need not be multiples of 16 (max-pooling floors), but each axis must be ≥ 16.
+    Spatial sizes need not be multiples of 16 (max-pooling floors); each axis must be ≥ 16 and one ≥ 32,
+    so that the 1/16-resolution map holds more than one voxel (instance norm needs it).
     `SeqInvEncoder()` builds the paper preset (64, 128, 256, 512, 768) with random weights.
     """
 
@@ -80,7 +86,8 @@ class SeqInvEncoder(HubMixin, nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The 5 stage outputs, at full, 1/2, 1/4, 1/8 and 1/16 resolution."""
-        _check_input(x, self.config.in_channels, DOWNSAMPLE)
+        _check_input(x, self.config.in_channels)
+        _check_encoder_size(tuple(x.shape[2:]))
         maps = []
         for stage in self.stages:
             x = stage(x)
@@ -135,9 +142,9 @@ class Decoder(nn.Module):
 class SeqInvUNet(HubMixin, nn.Module):
     """Frozen-encoder U-Net for segmentation (C class logits) and denoising (predicted noise).
 
-    `forward(x)` returns (B, out_channels, D, H, W). Inputs whose size is not a multiple of 16 are
-    edge-padded to the next multiple and the output is cropped back, so any size works (inference uses
-    96³ windows, which need no padding).
+    `forward(x)` returns (B, out_channels, D, H, W). Each axis is edge-padded to the next multiple of 16
+    (at least 32) and the output cropped back, so any size works; inference uses 96³ windows, which need
+    no padding.
     """
 
     def __init__(self, config: ModelConfig | None = None, preset: str = "paper", **overrides):
@@ -166,11 +173,11 @@ class SeqInvUNet(HubMixin, nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.config.in_channels, 1)
+        _check_input(x, self.config.in_channels)
         size = x.shape[2:]
         pad = []
         for n in reversed(size):  # F.pad lists the last axis first
-            pad += [0, (-n) % DOWNSAMPLE]
+            pad += [0, max(2 * DOWNSAMPLE, n + (-n) % DOWNSAMPLE) - n]
         if any(pad):
             x = F.pad(x, pad, mode="replicate")
         out = self.decoder(self.encoder.forward_features(x))
