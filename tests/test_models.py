@@ -106,7 +106,7 @@ def test_unet_pads_odd_sizes_and_encoder_rejects_tiny_inputs():
     with torch.no_grad():
         assert model(torch.randn(1, 1, 20, 33, 17)).shape == (1, 2, 20, 33, 17)
         assert model(torch.randn(1, 1, 16, 16, 16)).shape == (1, 2, 16, 16, 16)
-        padded = torch.nn.functional.pad(x[..., :30], (0, 2), mode="replicate")
+        padded = torch.nn.functional.pad(x[..., :30], (0, 2, 0, 0, 0, 0), mode="replicate")
         assert torch.equal(model(x[..., :30]), model(padded)[..., :30])  # edge-pad, run, crop
     with pytest.raises(InputError, match=r"\(8, 32, 32\) is too small: it needs at least 16 voxels"):
         model.encoder(torch.randn(1, 1, 8, 32, 32))
