@@ -180,8 +180,8 @@ def load_model(
             raise WeightsError(
                 f"{text!r} is not a registry name, so there is no bundled copy; use prefer='auto'"
             )
-        folder, kind, commit, _ = fetch_from_hub(text, revision, cache_dir, local_files_only, token)
-        source = ModelSource(kind, text, commit, file_sha256(folder / WEIGHTS_NAME), text)
+        folder, kind, commit, note = fetch_from_hub(text, revision, cache_dir, local_files_only, token)
+        source = ModelSource(kind, text, commit, file_sha256(folder / WEIGHTS_NAME), text, note)
         return _attach(build_from_folder(folder, model_class), source)
     if _looks_like_path(text):
         raise WeightsError(
@@ -200,7 +200,7 @@ def _load_published(entry, revision, cache_dir, local_files_only, token, prefer,
         except WeightsError as err:
             if prefer == "hub" or not _has_bundled(entry):
                 raise
-            note = f"using the bundled copy because {err}"
+            note = "Hub copy not available: " + str(err).split("; ")[0]
         else:
             sha = file_sha256(folder / WEIGHTS_NAME)
             pinned = revision in (None, entry.revision)
@@ -331,7 +331,7 @@ def fetch_from_hub(
     cache = hub_cache_dir(cache_dir)
     timeout_s = _hub_timeout_s()
     offline = hub_offline(local_files_only)
-    note = "offline (HF_HUB_OFFLINE or local_files_only): Hub cache only" if offline else ""
+    reason = "offline mode is on (HF_HUB_OFFLINE or local_files_only)" if offline else ""
     if not offline:  # a short probe, so an unreachable Hub costs seconds, not huggingface_hub's retries
         url = hf_hub_url(repo_id, WEIGHTS_NAME, revision=revision, endpoint=endpoint)
         try:
@@ -342,7 +342,7 @@ def fetch_from_hub(
             if not _is_network_error(err):
                 raise
             offline = True
-            note = f"Hub unreachable ({type(err).__name__}): Hub cache only"
+            reason = f"the Hub at {endpoint or 'huggingface.co'} is unreachable ({type(err).__name__})"
     paths = {}
     for filename in filenames:
         try:
@@ -358,8 +358,8 @@ def fetch_from_hub(
             )
         except LocalEntryNotFoundError as err:
             raise WeightsError(
-                f"{repo_id}@{revision}/{filename} is not in the Hub cache ({cache or 'default'}) and the Hub "
-                f"is not reachable ({note or 'offline'}); run `seqinv models download` with network first"
+                f"{repo_id}@{revision}/{filename} is not in the Hub cache ({cache or 'default'}) and "
+                f"{reason}; fill the cache on a machine with network: `seqinv models download {repo_id}`"
             ) from err
         except HfHubHTTPError as err:
             raise _http_error(err, repo_id, revision, filename) from err
@@ -369,6 +369,7 @@ def fetch_from_hub(
             raise
     folder = Path(paths[filenames[-1]]).parent
     commit = folder.name
+    note = f"{reason}: used the Hub cache" if offline else ""
     return folder, "cache" if offline else "hub", commit, note
 
 
