@@ -1,0 +1,84 @@
+"""Inference on real scans: segment, denoise and embed, with results in the input's native space.
+
+from seqinv.inference import segment
+result = segment("sub-01_T1w.nii.gz", task="ixi")   # SegmentResult: .labels, .volumes_ml, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from seqinv.inference.core import (
+    DenoiseResult,
+    EmbedResult,
+    SegmentResult,
+    denoise_volume,
+    embed_volume,
+    estimate_noise_sigma,
+    load_task_model,
+    segment_volume,
+)
+from seqinv.inference.sliding import InferenceSettings, sliding_window
+
+__all__ = [
+    "DenoiseResult",
+    "EmbedResult",
+    "InferenceSettings",
+    "SegmentResult",
+    "denoise",
+    "denoise_volume",
+    "embed",
+    "embed_volume",
+    "estimate_noise_sigma",
+    "load_task_model",
+    "segment",
+    "segment_volume",
+    "sliding_window",
+]
+
+
+def _volumes(inputs: Any) -> tuple[list, bool]:
+    from seqinv.io import Volume, read_volume
+
+    single = isinstance(inputs, (str, Path, Volume))
+    items = [inputs] if single else list(inputs)
+    return [v if isinstance(v, Volume) else read_volume(v) for v in items], single
+
+
+def _model(task: str, model: Any):
+    if model is None or isinstance(model, (str, Path)):
+        return load_task_model(task, None if model is None else str(model))[0]
+    return model
+
+
+def segment(
+    inputs: str | Path | Sequence, task: str = "ixi", model: Any = None, probs: bool = False, **settings
+) -> SegmentResult | list[SegmentResult]:
+    """Segment one scan (path or `Volume`) or a list; `model` is a name, folder, or a loaded model.
+
+    `settings` are `InferenceSettings` fields (device, precision, overlap, sw_batch_size, tta).
+    """
+    net = _model(task, model)
+    volumes, single = _volumes(inputs)
+    results = [segment_volume(v, net, InferenceSettings(**settings), probs=probs) for v in volumes]
+    return results[0] if single else results
+
+
+def denoise(
+    inputs: str | Path | Sequence, model: Any = None, sigma: float | None = None, **settings
+) -> DenoiseResult | list[DenoiseResult]:
+    """Denoise one scan or a list; `sigma` is the noise std in input units (estimated when None)."""
+    net = _model("denoise", model)
+    volumes, single = _volumes(inputs)
+    results = [denoise_volume(v, net, InferenceSettings(**settings), sigma=sigma) for v in volumes]
+    return results[0] if single else results
+
+
+def embed(inputs: str | Path | Sequence, model: Any = None, **settings) -> EmbedResult | list[EmbedResult]:
+    """Pooled and dense encoder features of one scan or a list."""
+    net = _model("features", model)
+    volumes, single = _volumes(inputs)
+    results = [embed_volume(v, net, InferenceSettings(**settings)) for v in volumes]
+    return results[0] if single else results
