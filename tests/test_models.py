@@ -1,6 +1,7 @@
 """Networks (SPEC §4), strict Hub-layout save/load, reference import. Tiny inputs, CPU."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -276,3 +277,29 @@ def test_reference_import_refuses_pickled_objects_and_foreign_keys(tmp_path):
     torch.save({"config": np.dtype("float32"), "state_dict": {}}, tmp_path / "b_encoder.pt")
     with pytest.raises(WeightsError, match=r"not a weights-only torch file"):
         load_reference_encoder(tmp_path / "b_encoder.pt")
+
+
+def test_push_to_hub_uploads_the_hub_layout(tmp_path, tiny_unet, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, endpoint=None, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("create", repo_id, exist_ok))
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            names = sorted(p.name for p in Path(folder_path).iterdir())
+            calls.append(("upload", repo_id, names))
+            return type("Info", (), {"oid": "c" * 40})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert tiny_unet.push_to_hub("org/tiny", token="t") == "c" * 40
+    assert calls == [
+        ("init", "t"),
+        ("create", "org/tiny", True),
+        ("upload", "org/tiny", ["README.md", "config.json", "model.safetensors"]),
+    ]
