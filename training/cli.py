@@ -1,0 +1,196 @@
+"""`seqinv train pretrain|segment|denoise|export` and `seqinv evaluate`.
+
+Options come from the option dataclasses (PretrainOptions, FinetuneOptions):
+one source of truth for the CLI, the TOML config files and the command recorded in every model's config.
+Heavy imports stay inside command bodies so `seqinv --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import shlex
+from pathlib import Path
+from typing import Any
+
+import typer
+
+HELP = {
+    "output": "Output folder: the model in the Hub layout, plus checkpoints/.",
+    "strategy": "Pretraining views: base (fixed MPRAGE), seqaug (one random sequence), seqinv (two).",
+    "phantom": "Train on the built-in head phantoms (seqinv.physics.phantom) instead of data on disk.",
+    "maps": "Folder of qMRI maps (PD, R1, R2s, MT, optional R2), or of one such sub-folder per subject.",
+    "data": "IXI-style folder (task ixi/denoise) or BIDS-style ARC folder (task arc); see docs/training.md.",
+    "phantoms": "Number of phantoms in the training pool (built once, cached on disk).",
+    "preset": "Encoder size: tiny (tests), small (CPU), paper (40.6 M parameters).",
+    "patch_size": "Cubic patch edge in voxels (1 mm); a multiple of 16, >= 32.",
+    "batch_size": "Samples (pretraining: view pairs) per step and per process.",
+    "steps": "Optimisation steps.",
+    "lr": "AdamW learning rate (paper: 1e-3 pretraining, 5e-5 fine-tuning; small CPU runs like 1e-3).",
+    "weight_decay": "AdamW weight decay.",
+    "temperature": "NT-Xent temperature.",
+    "clip": "Gradient-norm clipping threshold.",
+    "precision": "auto, fp32 or bf16 (auto picks bf16 only where the hardware has fast bf16).",
+    "threads": "torch.set_num_threads (0: torch's default).",
+    "workers": "DataLoader worker processes generating samples (0: in the training process).",
+    "seed": "Run seed: data, augmentation and initialisation are a function of it.",
+    "checkpoint_every": "Save a checkpoint every N steps (and at the end).",
+    "resume": "Resume from the latest checkpoint in OUTPUT/checkpoints (exact: same losses).",
+    "elastic": "Add Rand3DElastic to the spatial augmentation (slow on CPU).",
+    "device": "auto, cpu or cuda.",
+    "name": "Model name stored in config.json.",
+    "cache_dir": "Phantom cache folder (default ~/.cache/seqinv/phantoms or $SEQINV_CACHE).",
+    "encoder": "Pretrained encoder: a folder, a Hub repo id or a published model name.",
+    "task": "ixi (tissue: bg/CSF/GM/WM), arc (stroke lesion), denoise.",
+    "label_fraction": "Percent of training subjects whose labels are used (1, 10, 100).",
+    "class_weights": "Cross-entropy class weights, comma-separated, one per class.",
+    "sigma_min": "Denoising: smallest noise sigma (z-scored units).",
+    "sigma_max": "Denoising: largest noise sigma (z-scored units).",
+    "rician_prob": "Denoising: probability of Rician rather than Gaussian noise.",
+}
+SKIP = {"extra"}
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Options from a TOML file: keys are option names with '_' or '-' (`patch_size` or `patch-size`)."""
+    import tomllib
+
+    from seqinv.errors import InputError
+
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"config file {path} does not exist; see training/configs/ for examples")
+    try:
+        data = tomllib.loads(file.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"config file {path} is not valid TOML: {err}") from err
+    data = data.get("train", data)
+    return {k.replace("-", "_"): v for k, v in data.items() if k != "command"}
+
+
+def build_options(cls, config_file: str | None, given: dict[str, Any], explicit: set[str], fixed: dict):
+    """Defaults < config file < options given on the command line; unknown config keys are an error."""
+    from seqinv.errors import ParameterError
+
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in SKIP]
+    values: dict[str, Any] = {}
+    if config_file:
+        loaded = read_config_file(config_file)
+        unknown = sorted(set(loaded) - set(names))
+        if unknown:
+            raise ParameterError(
+                f"config {config_file}: unknown options {unknown}; valid: {', '.join(names)}"
+            )
+        values.update(loaded)
+    values.update({k: v for k, v in given.items() if k in explicit})
+    values.update(fixed)
+    return cls(**values)
+
+
+def command_line(sub: str, opts) -> str:
+    """The exact command that reproduces `opts` (every option that differs from its default)."""
+    defaults = type(opts)()
+    parts = ["seqinv", "train", sub]
+    for f in dataclasses.fields(opts):
+        if f.name in SKIP or (sub != "pretrain" and f.name == "task"):
+            continue
+        value, default = getattr(opts, f.name), getattr(defaults, f.name)
+        if value == default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            parts += [flag, str(value)]
+    if sub == "segment":
+        parts += ["--task", opts.task]
+    return shlex.join(parts)
+
+
+def _make_command(cls, sub: str, runner, fixed: dict | None = None, hidden: set[str] = frozenset()):
+    """A typer command whose options are the dataclass fields (plus --config)."""
+    fixed = fixed or {}
+    defaults = cls()
+    params = [
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=str | None,
+            default=typer.Option(None, "--config", help="TOML file of options (command-line options win)."),
+        ),
+        inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+    ]
+    for f in dataclasses.fields(cls):
+        if f.name in SKIP or f.name in fixed or f.name in hidden:
+            continue
+        default = getattr(defaults, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        decls = [f"{flag}/--no-{flag[2:]}"] if isinstance(default, bool) else [flag]
+        annotation = type(default)
+        params.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=annotation,
+                default=typer.Option(default, *decls, help=HELP.get(f.name, "")),
+            )
+        )
+
+    def command(**kwargs):
+        ctx = kwargs.pop("ctx")
+        config = kwargs.pop("config")
+        # typer vendors its own click: compare the source by name, not by enum identity
+        explicit = {k for k in kwargs if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+        opts = build_options(cls, config, kwargs, explicit, fixed)
+        runner(opts, command_line(sub, opts))
+
+    command.__signature__ = inspect.Signature(params)
+    return command
+
+
+def _pretrain(opts, command: str) -> None:
+    from training.pretrain import run_pretrain
+
+    result = run_pretrain(opts, command=command)
+    typer.echo(f"encoder written to {result['output']}")
+
+
+def _finetune(opts, command: str) -> None:
+    from training.finetune import run_finetune
+
+    result = run_finetune(opts, command=command)
+    typer.echo(f"model written to {result['output']}")
+
+
+def register(app: typer.Typer) -> None:
+    from training.finetune import FinetuneOptions
+    from training.pretrain import PretrainOptions
+
+    train = typer.Typer(
+        help="Pretrain encoders and fine-tune heads (physics-simulated data or your own).",
+        no_args_is_help=True,
+    )
+    train.command(
+        "pretrain", help="Contrastive pretraining (Base / SeqAug / SeqInv) on qMRI maps or phantoms."
+    )(_make_command(PretrainOptions, "pretrain", _pretrain))
+    train.command("segment", help="Fine-tune a segmentation head (tissue: --task ixi, lesion: --task arc).")(
+        _make_command(FinetuneOptions, "segment", _finetune, hidden={"sigma_min", "sigma_max", "rician_prob"})
+    )
+    train.command("denoise", help="Fine-tune a denoising head (noise prediction, Gaussian and Rician).")(
+        _make_command(
+            FinetuneOptions, "denoise", _finetune, fixed={"task": "denoise"}, hidden={"class_weights"}
+        )
+    )
+    _register_more(train, app)
+    app.add_typer(train, name="train")
+
+
+def _register_more(train: typer.Typer, app: typer.Typer) -> None:
+    """export and evaluate (defined in their own modules' command functions)."""
+    try:
+        from training.commands import register_extra
+    except ModuleNotFoundError as err:
+        if err.name != "training.commands":
+            raise
+        return
+    register_extra(train, app)

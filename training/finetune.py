@@ -1,0 +1,249 @@
+"""Frozen-encoder fine-tuning (SPEC §5): segmentation (Dice + CE) and denoising (noise-prediction MSE)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training import loop
+from training.augment import AugmentConfig
+from training.data import (
+    LESION_LABELS,
+    TISSUE_LABELS,
+    NoiseConfig,
+    PatchDataset,
+    PatchMaker,
+    default_cache_dir,
+    label_fraction,
+    phantom_pool,
+)
+from training.distributed import DistInfo, setup, teardown
+from training.losses import dice_ce
+from training.pretrain import check_patch, timing_summary
+
+TASKS = ("ixi", "arc", "denoise")
+
+
+@dataclass
+class FinetuneOptions:
+    """Every option of `seqinv train segment|denoise` (also the keys of a TOML config file)."""
+
+    output: str = ""
+    encoder: str = ""  # folder, Hub repo id or registry name of a SeqInvEncoder (or a U-Net's encoder)
+    task: str = "ixi"  # ixi | arc | denoise
+    phantom: bool = False
+    data: str = ""  # IXI-style or BIDS-style ARC folder (see docs/training.md)
+    phantoms: int = 16
+    label_fraction: float = 100.0
+    patch_size: int = 64
+    batch_size: int = 2
+    steps: int = 1000
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    class_weights: str = ""  # comma-separated, one per class
+    sigma_min: float = 0.05
+    sigma_max: float = 0.4
+    rician_prob: float = 0.5
+    precision: str = "auto"
+    threads: int = 0
+    workers: int = 0
+    seed: int = 0
+    checkpoint_every: int = 500
+    resume: bool = False
+    device: str = "auto"
+    name: str = ""
+    cache_dir: str = ""
+
+    def validate(self) -> None:
+        from seqinv.errors import ParameterError
+
+        if not self.output:
+            raise ParameterError("--output is required: the folder that receives the model and checkpoints/")
+        if not self.encoder:
+            raise ParameterError(
+                "--encoder is required: a pretrained encoder folder, Hub repo id or model name"
+            )
+        if self.task not in TASKS:
+            raise ParameterError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.phantom == bool(self.data):
+            raise ParameterError("give exactly one data source: --phantom or --data FOLDER")
+        check_patch(self.patch_size)
+        for name in ("batch_size", "steps", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if not 0 <= self.sigma_min <= self.sigma_max:
+            raise ParameterError(
+                f"noise range [{self.sigma_min}, {self.sigma_max}]: need 0 <= --sigma-min <= --sigma-max"
+            )
+
+    @property
+    def labels(self) -> list[str]:
+        return {"ixi": TISSUE_LABELS, "arc": LESION_LABELS}.get(self.task, [])
+
+
+def parse_class_weights(text: str, n_classes: int) -> torch.Tensor | None:
+    from seqinv.errors import ParameterError
+
+    if not text:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != n_classes or min(values) < 0:
+        raise ParameterError(
+            f"--class-weights {text!r}: need {n_classes} non-negative comma-separated numbers, e.g. "
+            + ",".join(["1"] * n_classes)
+        )
+    return torch.tensor(values)
+
+
+def load_encoder(name_or_path: str):
+    """A SeqInvEncoder from a folder / repo / registry name; a U-Net's encoder is accepted too."""
+    from seqinv.models import SeqInvEncoder
+
+    return SeqInvEncoder.from_pretrained(name_or_path)
+
+
+def build_unet(encoder, opts: FinetuneOptions):
+    from seqinv.models import SeqInvUNet
+
+    labels = opts.labels
+    config = dataclasses.replace(
+        encoder.config,
+        arch="unet",
+        task="denoise" if opts.task == "denoise" else "segment",
+        out_channels=len(labels) or 1,
+        labels=labels,
+        patch_size=(opts.patch_size,) * 3,
+        spacing_mm=(1.0, 1.0, 1.0),
+        name=opts.name or f"{encoder.config.name or 'seqinv'}-{opts.task}",
+        training={},
+    )
+    unet = SeqInvUNet(config)
+    unet.encoder.load_state_dict(encoder.state_dict(), strict=True)
+    return unet.freeze_encoder()
+
+
+def build_subjects(opts: FinetuneOptions):
+    if opts.phantom:
+        cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
+        subjects = phantom_pool(opts.phantoms, lesion=opts.task == "arc", cache_dir=cache)
+        desc = f"{opts.phantoms} built-in phantoms, random contrasts from the priors"
+    else:
+        from training.datasets import load_folder
+
+        subjects = load_folder(opts.data, opts.task)
+        desc = f"{opts.task} data from {opts.data}"
+    kept = label_fraction(subjects, opts.label_fraction)
+    return kept, f"{desc}; {len(kept)}/{len(subjects)} subjects ({opts.label_fraction:g} % labels)"
+
+
+def segment_loss(model, batch, class_weights):
+    logits = model(batch["image"].contiguous(memory_format=torch.channels_last_3d))
+    loss = dice_ce(logits, batch["label"], class_weights=class_weights)
+    return loss, {}
+
+
+def denoise_loss(model, batch):
+    predicted = model(batch["image"].contiguous(memory_format=torch.channels_last_3d))
+    return torch.nn.functional.mse_loss(predicted.float(), batch["noise"]), {}
+
+
+def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool = True) -> dict:
+    """Train a decoder on a frozen encoder; writes the SeqInvUNet (Hub layout) to `opts.output`."""
+    opts.validate()
+    if opts.threads > 0:
+        torch.set_num_threads(opts.threads)
+    info = setup(opts.device)
+    try:
+        precision = loop.resolve_precision(opts.precision, info.device)
+        loop.seed_everything(opts.seed + info.rank)
+        out = Path(opts.output)
+        unet = build_unet(load_encoder(opts.encoder), opts)
+        class_weights = parse_class_weights(opts.class_weights, len(opts.labels)) if opts.labels else None
+        subjects, data_desc = build_subjects(opts)
+        unet = unet.to(info.device, memory_format=torch.channels_last_3d)
+        params = [p for p in unet.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+        scheduler = loop.poly_schedule(optimizer, opts.steps)
+        model = unet
+        if info.enabled:
+            model = torch.nn.parallel.DistributedDataParallel(
+                unet, device_ids=[info.local_rank] if info.device.startswith("cuda") else None
+            )
+        start_step, before = 0, {"loss": [], "data_s": [], "step_s": []}
+        latest = loop.latest_checkpoint(out / "checkpoints") if opts.resume else None
+        if latest is not None:
+            state = loop.load_checkpoint(latest, unet, optimizer, scheduler)
+            start_step, before = state["step"], state.get("history", before)
+
+        noise = NoiseConfig(opts.sigma_min, opts.sigma_max, opts.rician_prob)
+        maker = PatchMaker(opts.task, opts.patch_size, AugmentConfig.finetune(), noise)
+        data = loop.batches(
+            PatchDataset(subjects, maker, opts.seed),
+            start_step,
+            opts.steps,
+            opts.batch_size,
+            info,
+            opts.workers,
+        )
+        if opts.task == "denoise":
+            loss_fn = lambda batch: denoise_loss(model, batch)  # noqa: E731
+        else:
+            loss_fn = lambda batch: segment_loss(model, batch, class_weights)  # noqa: E731
+        history = loop.run_loop(
+            model=model,
+            params=params,
+            loss_fn=loss_fn,
+            data=data,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            start_step=start_step,
+            steps=opts.steps,
+            precision=precision,
+            device=info.device,
+            clip=12.0,
+            checkpoint_dir=out / "checkpoints",
+            checkpoint_every=opts.checkpoint_every,
+            checkpoint_extra={
+                "options": dataclasses.asdict(opts),
+                "kind": opts.task,
+                "config": unet.config.to_dict(),
+            },
+            info=info,
+            description=f"fine-tune {opts.task}",
+            show_progress=show_progress,
+        )
+        history = {k: before.get(k, []) + v for k, v in history.items()}
+        if info.is_main:
+            unet.config.training = finetune_record(opts, command, data_desc, precision, history, info, unet)
+            unet.cpu().save_pretrained(out)
+        return {"history": history, "output": str(out)}
+    finally:
+        teardown(info)
+
+
+def finetune_record(opts, command, data_desc, precision, history, info: DistInfo, unet) -> dict:
+    from seqinv import __version__
+
+    last = history["loss"][-10:]
+    return {
+        "kind": opts.task,
+        "encoder": opts.encoder,
+        "encoder_training": dict(unet.encoder.config.training or {}),
+        "data": data_desc,
+        "command": command,
+        "options": dataclasses.asdict(opts),
+        "steps": opts.steps,
+        "global_batch_size": opts.batch_size * info.world_size,
+        "precision": precision,
+        "noise_sigma_range": [opts.sigma_min, opts.sigma_max] if opts.task == "denoise" else None,
+        "seqinv_version": __version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "metrics": {"final_loss": round(sum(last) / max(1, len(last)), 5), **timing_summary(history)},
+    }

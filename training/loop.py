@@ -1,0 +1,236 @@
+"""Shared training machinery: precision, poly schedule, checkpoints with exact resume, progress display."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.distributed import DistInfo, mean_across_ranks
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto`: bf16 on GPU, or on CPU only where oneDNN has bf16 kernels (else Conv3d is ~100× slower)."""
+    from seqinv.errors import ParameterError
+
+    if precision not in PRECISIONS:
+        raise ParameterError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def autocast(precision: str, device: str):
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
+
+
+def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9):
+    """lr · (1 − step/total)^power (SPEC §5)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(0.0, 1.0 - step / max(1, total_steps)) ** power
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(folder: Path, step: int, model, optimizer, scheduler, extra: dict, keep: int = 2) -> Path:
+    """checkpoints/step_XXXXXXX.pt (atomic write); older ones beyond `keep` are removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{step:07d}.pt"
+    state = {
+        "step": step,
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        **extra,
+    }
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in sorted(folder.glob("step_*.pt"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = sorted(Path(folder).glob("step_*.pt"))
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore model, optimizer, scheduler and RNG states; returns the checkpoint dict (with `step`)."""
+    from seqinv.errors import InputError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError) as err:
+        raise InputError(
+            f"cannot read checkpoint {path}: {err}; remove it or start without --resume"
+        ) from err
+    _unwrap(model).load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def step_indices(step: int, batch_size: int, info: DistInfo) -> list[int]:
+    """Global sample indices of this rank's share of step `step` (data is a function of the index)."""
+    first = (step * info.world_size + info.rank) * batch_size
+    return list(range(first, first + batch_size))
+
+
+def batches(dataset, start_step: int, steps: int, batch_size: int, info: DistInfo, workers: int) -> Iterator:
+    """Batches for steps start_step … steps − 1, optionally produced by DataLoader worker processes."""
+    sampler = [step_indices(s, batch_size, info) for s in range(start_step, steps)]
+    if workers > 0:
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=workers, persistent_workers=False, prefetch_factor=2
+        )
+        yield from loader
+        return
+    collate = torch.utils.data.default_collate
+    for indices in sampler:
+        yield collate([dataset[i] for i in indices])
+
+
+class Progress:
+    """Rich progress bar with loss, step time and ETA on rank 0; silent elsewhere."""
+
+    def __init__(self, description: str, total: int, start: int, enabled: bool):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
+
+        self.bar = RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self.task = self.bar.add_task(description, total=total, completed=start, info="")
+
+    def __enter__(self):
+        if self.enabled:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+    def update(self, logs: dict) -> None:
+        if self.enabled:
+            info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
+            self.bar.update(self.task, advance=1, info=info)
+
+
+def run_loop(
+    *,
+    model,
+    params,
+    loss_fn: Callable[[dict], tuple[torch.Tensor, dict]],
+    data: Iterator,
+    optimizer,
+    scheduler,
+    start_step: int,
+    steps: int,
+    precision: str,
+    device: str,
+    clip: float | None,
+    checkpoint_dir: Path | None,
+    checkpoint_every: int,
+    checkpoint_extra: dict,
+    info: DistInfo,
+    description: str,
+    show_progress: bool = True,
+) -> dict:
+    """The optimisation loop. Returns per-step losses and timings (data vs compute seconds)."""
+    history = {"loss": [], "data_s": [], "step_s": []}
+    model.train()
+    with Progress(description, steps, start_step, show_progress and info.is_main) as progress:
+        t_end = time.perf_counter()
+        for step in range(start_step, steps):
+            batch = next(data)
+            batch = {
+                k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
+            t_data = time.perf_counter()
+            with autocast(precision, device):
+                loss, logs = loss_fn(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            optimizer.step()
+            scheduler.step()
+            value = mean_across_ranks(float(loss.detach()))
+            t_now = time.perf_counter()
+            history["loss"].append(value)
+            history["data_s"].append(t_data - t_end)
+            history["step_s"].append(t_now - t_end)
+            t_end = t_now
+            done = step + 1
+            if (
+                checkpoint_dir is not None
+                and info.is_main
+                and (done % checkpoint_every == 0 or done == steps)
+            ):
+                save_checkpoint(
+                    checkpoint_dir,
+                    done,
+                    model,
+                    optimizer,
+                    scheduler,
+                    {**checkpoint_extra, "history": history},
+                )
+            data_pct = 100 * history["data_s"][-1] / max(history["step_s"][-1], 1e-9)
+            shown = {
+                "loss": value,
+                **{k: float(v) for k, v in logs.items()},
+                "s/step": history["step_s"][-1],
+                "data%": data_pct,
+            }
+            progress.update(shown)
+    return history
