@@ -195,7 +195,7 @@ def _load_published(entry, revision, cache_dir, local_files_only, token, prefer,
     if prefer != "bundled":
         try:
             folder, kind, commit, note = fetch_from_hub(
-                entry.repo_id, revision or entry.revision, cache_dir, local_files_only, token
+                entry.repo_id, revision or entry.revision, cache_dir, local_files_only, token, name=entry.name
             )
         except WeightsError as err:
             if prefer == "hub" or not _has_bundled(entry):
@@ -317,6 +317,7 @@ def fetch_from_hub(
     local_files_only: bool = False,
     token: str | None = None,
     filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME),
+    name: str | None = None,
 ) -> tuple[Path, str, str, str]:
     """Download (or find in the cache) a model repo's files; returns (snapshot folder, kind, commit, note).
 
@@ -359,7 +360,7 @@ def fetch_from_hub(
         except LocalEntryNotFoundError as err:
             raise WeightsError(
                 f"{repo_id}@{revision}/{filename} is not in the Hub cache ({cache or 'default'}) and "
-                f"{reason}; fill the cache on a machine with network: `seqinv models download {repo_id}`"
+                f"{reason}; fill the cache where there is network: `seqinv models download {name or repo_id}`"
             ) from err
         except HfHubHTTPError as err:
             raise _http_error(err, repo_id, revision, filename) from err
