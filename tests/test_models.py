@@ -218,7 +218,7 @@ def test_encoder_from_task_model_folder_and_not_the_reverse(tmp_path, tiny_unet)
     for key, value in encoder.state_dict().items():
         assert torch.equal(value, tiny_unet.encoder.state_dict()[key])
     encoder.save_pretrained(tmp_path / "enc")
-    with pytest.raises(WeightsError, match=r"holds a encoder model .*SeqInvEncoder.from_pretrained"):
+    with pytest.raises(WeightsError, match=r"holds an encoder model .*SeqInvEncoder.from_pretrained"):
         SeqInvUNet.from_pretrained(tmp_path / "enc")
 
 
@@ -303,3 +303,11 @@ def test_push_to_hub_uploads_the_hub_layout(tmp_path, tiny_unet, monkeypatch):
         ("create", "org/tiny", True),
         ("upload", "org/tiny", ["README.md", "config.json", "model.safetensors"]),
     ]
+
+
+def test_unet_from_encoder_copies_the_encoder_weights():
+    encoder = SeqInvEncoder(preset="tiny")
+    unet = SeqInvUNet.from_encoder(encoder, out_channels=4, labels=["bg", "csf", "gm", "wm"])
+    assert unet.config.arch == "unet" and unet.config.features == encoder.config.features
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(unet.encoder.state_dict()[key], value)

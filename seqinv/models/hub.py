@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+_ARTICLED = {"encoder": "an encoder", "unet": "a U-Net"}
 #: How many names an error lists before "... and N more".
 _LIST_LIMIT = 6
 
@@ -123,8 +124,8 @@ def build_from_folder(folder: str | Path, model_class: type | None = None) -> nn
         state = encoder_state_from_unet(state)
     elif model_class is not arch_class:
         raise WeightsError(
-            f"{folder} holds a {config.arch} model ({arch_class.__name__}), not a {model_class.__name__}; "
-            f"load it with {arch_class.__name__}.from_pretrained"
+            f"{folder} holds {_ARTICLED[config.arch]} model ({arch_class.__name__}), "
+            f"not a {model_class.__name__}; load it with {arch_class.__name__}.from_pretrained"
         )
     model = model_class(config)
     load_strict(model, state, str(folder / WEIGHTS_NAME))

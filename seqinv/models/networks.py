@@ -159,6 +159,14 @@ class SeqInvUNet(HubMixin, nn.Module):
         self.decoder = Decoder(config.features, config.decoder_features, config.out_channels, config.dropout)
         self._encoder_frozen = False
 
+    @classmethod
+    def from_encoder(cls, encoder: SeqInvEncoder, **overrides) -> SeqInvUNet:
+        """A U-Net around a copy of `encoder`'s weights (e.g. `out_channels=4, task="segment"`)."""
+        values = {"arch": "unet", "task": "segment", **overrides}
+        model = cls(dataclasses.replace(encoder.config, **values))
+        model.encoder.load_state_dict(encoder.state_dict(), strict=True)
+        return model
+
     def freeze_encoder(self) -> SeqInvUNet:
         """Encoder in eval mode (no dropout) with no gradients; stays so after `.train()`."""
         self._encoder_frozen = True
