@@ -1,0 +1,177 @@
+"""Sliding window vs MONAI and vs a whole-volume forward, orientation equivariance, denoise and embed."""
+
+import types
+
+import nibabel.orientations as nio
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from seqinv.inference.core import denoise_volume, embed_volume, estimate_noise_sigma, segment_volume
+from seqinv.inference.sliding import InferenceSettings, sliding_window
+from seqinv.io import Volume
+
+NORMALIZATION = {"type": "percentile_zscore", "lower": 0.5, "upper": 99.5, "zscore": None}  # [0, 1] input
+INTENSITY = {0: 0.0, 1: 20.0, 2: 60.0, 3: 100.0}  # background, CSF, GM, WM
+
+
+class IntensityClassifier(nn.Module):
+    """Deterministic segmenter: 3x3x3 mean filter, then logits peaked at each class's scaled intensity."""
+
+    def __init__(self, patch=(16, 16, 16)):
+        super().__init__()
+        self.config = types.SimpleNamespace(
+            patch_size=patch,
+            spacing_mm=(1.0, 1.0, 1.0),
+            normalization=NORMALIZATION,
+            labels=["background", "csf", "gm", "wm"],
+            task="segment",
+            training={},
+        )
+        self.blur = nn.AvgPool3d(3, stride=1, padding=1, count_include_pad=False)
+        self.register_buffer("centres", torch.tensor([0.0, 0.2, 0.6, 1.0]).view(1, 4, 1, 1, 1))
+
+    def forward(self, x):
+        return -200.0 * (self.blur(x) - self.centres) ** 2
+
+
+def shells(affine, shape):
+    """Concentric shells defined in world mm (so any grid samples the same object): labels and image."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1).astype(float)
+    world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    radius = np.linalg.norm(world - np.array([18.0, 17.0, 16.0]), axis=-1)
+    labels = np.select([radius < 6, radius < 10, radius < 13], [3, 2, 1], 0).astype(np.uint8)
+    image = np.vectorize(INTENSITY.get)(labels).astype(np.float32)
+    return labels, image
+
+
+def _reorient(volume, codes):
+    ornt = nio.ornt_transform(nio.axcodes2ornt(("R", "A", "S")), nio.axcodes2ornt(codes))
+    moved = np.ascontiguousarray(nio.apply_orientation(volume.data, ornt))
+    return Volume(moved, volume.affine @ nio.inv_ornt_aff(ornt, volume.shape)), ornt
+
+
+def test_sliding_window_equals_monai_on_the_same_model():
+    from monai.inferers import sliding_window_inference
+
+    from seqinv.models import ModelConfig, SeqInvUNet
+
+    net = SeqInvUNet(ModelConfig.from_preset("tiny", arch="unet", task="segment", out_channels=3)).eval()
+    image = torch.randn(1, 1, 40, 35, 24)
+    settings = InferenceSettings(overlap=0.5, sw_batch_size=2, precision="fp32")
+    ours = sliding_window(net, image, (32, 32, 32), settings, torch.device("cpu"), pad_value=0.0)
+    with torch.no_grad():
+        reference = sliding_window_inference(image, (32, 32, 32), 2, net, overlap=0.5, mode="gaussian")
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(40, 35, 24), (10, 12, 9)])  # larger and smaller than one window
+def test_sliding_window_of_a_pointwise_model_equals_the_whole_volume_forward(shape):
+    net = nn.Conv3d(1, 2, kernel_size=1).eval()
+    image = torch.randn(1, 1, *shape)
+    out = sliding_window(net, image, (16, 16, 16), InferenceSettings(overlap=0.25), torch.device("cpu"))
+    assert out.shape == (1, 2, *shape)
+    with torch.no_grad():
+        torch.testing.assert_close(out, net(image), rtol=1e-5, atol=1e-5)
+
+
+def test_tta_of_a_flip_symmetric_model_changes_nothing():
+    net = IntensityClassifier()
+    image = torch.rand(1, 1, 20, 18, 17)
+    plain = sliding_window(net, image, (16, 16, 16), InferenceSettings(), torch.device("cpu"))
+    tta = sliding_window(net, image, (16, 16, 16), InferenceSettings(tta=True), torch.device("cpu"))
+    torch.testing.assert_close(tta, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_segmentation_is_orientation_equivariant_and_correct():
+    affine = np.eye(4)
+    truth, image = shells(affine, (36, 34, 32))
+    reference = segment_volume(Volume(image, affine), IntensityClassifier())
+    assert (reference.labels == truth).mean() > 0.97
+    for codes in [("L", "P", "S"), ("L", "A", "S"), ("P", "I", "R"), ("I", "L", "P")]:
+        volume, ornt = _reorient(Volume(image, affine), codes)
+        labels = segment_volume(volume, IntensityClassifier()).labels
+        assert labels.shape == volume.shape
+        back = nio.apply_orientation(
+            labels, nio.ornt_transform(nio.axcodes2ornt(codes), nio.axcodes2ornt("RAS"))
+        )
+        assert (back == reference.labels).mean() >= 0.999, codes
+
+
+def test_oblique_anisotropic_input_is_segmented_on_its_own_grid():
+    angle = 0.35
+    affine = np.eye(4)
+    affine[:3, :3] = np.array(
+        [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    ) @ np.diag([1.2, 0.9, 2.0])
+    affine[:3, 3] = [2.0, -1.0, 4.0]
+    truth, image = shells(affine, (32, 40, 18))
+    result = segment_volume(Volume(image, affine), IntensityClassifier(), probs=True)
+    assert result.record.resampled
+    assert result.labels.shape == image.shape and result.probs.shape == (4, *image.shape)
+    assert (result.labels == truth).mean() > 0.9
+    np.testing.assert_allclose(result.probs.sum(axis=0), 1.0, atol=1e-4)
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
+    assert result.volumes_ml["wm"] == pytest.approx((result.labels == 3).sum() * voxel_ml)
+
+
+def test_noise_estimate_recovers_the_added_noise():
+    rng = np.random.default_rng(0)
+    i, j, k = np.mgrid[:48, :48, :48]
+    smooth = (200 + 60 * np.sin(i / 7) * np.cos(j / 5) + k).astype(np.float32)
+    assert estimate_noise_sigma(smooth + rng.normal(0, 8, smooth.shape).astype(np.float32)) == pytest.approx(
+        8, rel=0.1
+    )
+
+
+class KnownNoise(nn.Module):
+    """'Denoiser' that predicts a fixed fraction of its input as noise: output = input * (1 - f)."""
+
+    def __init__(self, fraction):
+        super().__init__()
+        self.fraction = fraction
+        self.config = types.SimpleNamespace(
+            patch_size=(16, 16, 16),
+            spacing_mm=(1.0, 1.0, 1.0),
+            task="denoise",
+            training={},
+            normalization={"lower": 0.0, "upper": 100.0, "zscore": None, "clip": False},
+        )
+
+    def forward(self, x):
+        return x * self.fraction
+
+
+def test_denoise_maps_the_predicted_noise_back_to_input_units():
+    rng = np.random.default_rng(0)
+    data = (rng.random((20, 18, 16)) * 100 + 50).astype(np.float32)
+    result = denoise_volume(Volume(data, np.diag([1.0, 1.0, 1.0, 1.0])), KnownNoise(0.1), sigma=3.0)
+    # z = (x - min) / (max - min): predicted noise 0.1 z is 0.1 (x - min) in input units (gain cancels)
+    np.testing.assert_allclose(result.image, data - 0.1 * (data - data.min()), rtol=1e-4, atol=1e-3)
+    assert result.sigma == 3.0 and result.sigma_source == "given"
+
+
+def test_embed_gives_pooled_and_dense_features_with_their_affine():
+    from seqinv.models import ModelConfig, SeqInvEncoder
+
+    encoder = SeqInvEncoder(ModelConfig.from_preset("tiny", patch_size=(32, 32, 32)))
+    data = np.random.default_rng(0).random((32, 32, 32)).astype(np.float32) + 1
+    result = embed_volume(Volume(data, np.eye(4)), encoder, InferenceSettings(overlap=0.0))
+    assert result.dense.shape == (64, 2, 2, 2) and result.pooled.shape == (64,)
+    np.testing.assert_allclose(result.pooled, result.dense.mean(axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(np.diag(result.dense_affine)[:3], 16.0)  # one feature voxel per 16 mm
+    with torch.no_grad():
+        direct = encoder.eval()(torch.from_numpy(_model_input(data)))
+    np.testing.assert_allclose(result.pooled, direct[0].numpy(), rtol=1e-3, atol=1e-4)
+
+
+def _model_input(data):
+    from seqinv.preprocess import Preprocessor
+
+    class Config:
+        spacing_mm = (1.0, 1.0, 1.0)
+        normalization = {"type": "percentile_zscore", "lower": 0.5, "upper": 99.5}
+
+    tensor, _ = Preprocessor(Config(), crop=False).apply(Volume(data, np.eye(4)))
+    return tensor.numpy()
