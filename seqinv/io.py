@@ -227,7 +227,7 @@ def _check_affine(affine: np.ndarray, path: Path) -> None:
     sizes = voxel_sizes(affine)
     if sizes.min() < MIN_VOXEL_MM or sizes.max() > MAX_VOXEL_MM:
         raise InputError(
-            f"{path}: voxel size {_fmt_mm(sizes)} mm is outside {MIN_VOXEL_MM}-{MAX_VOXEL_MM} mm; "
+            f"{path}: voxel size {_fmt_mm(sizes)} mm is outside {MIN_VOXEL_MM:g}-{MAX_VOXEL_MM:g} mm; "
             "the header's pixdim/affine is broken; fix it (e.g. with `fslorient` or nibabel)"
         )
     if abs(np.linalg.det(affine[:3, :3])) < 1e-6 * sizes.prod():

@@ -1,0 +1,148 @@
+"""`seqinv segment|denoise|embed` end to end with a tiny random model saved to disk."""
+
+import csv
+import json
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from seqinv.cli import main
+
+LABELS = ["background", "csf", "gm", "wm"]
+
+
+def run(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["seqinv", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from seqinv.models import ModelConfig, SeqInvUNet
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("models")
+    common = {"arch": "unet", "patch_size": (32, 32, 32)}
+    seg = ModelConfig.from_preset("tiny", task="segment", out_channels=4, labels=LABELS, **common)
+    den = ModelConfig.from_preset("tiny", task="denoise", out_channels=1, **common)
+    SeqInvUNet(seg).save_pretrained(root / "seg")
+    SeqInvUNet(den).save_pretrained(root / "den")
+    return root
+
+
+def _scan(path, affine=None, shape=(28, 30, 24), dtype=np.float32):
+    rng = np.random.default_rng(0)
+    data = np.zeros(shape, np.float32)
+    data[4:-4, 4:-4, 3:-3] = 100 + 20 * rng.random(tuple(n - 8 for n in shape[:2]) + (shape[2] - 6,))
+    image = nib.Nifti1Image(data.astype(dtype), np.eye(4) if affine is None else affine)
+    image.header["descrip"] = b"test scan"
+    nib.save(image, path)
+    return path
+
+
+OBLIQUE = np.array([[0.9, 0.3, 0.0, -5.0], [-0.25, 1.0, 0.1, 3.0], [0.0, -0.2, 2.5, 8.0], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("affine", [np.eye(4), OBLIQUE], ids=["ras", "oblique"])
+def test_segment_writes_native_space_outputs(tmp_path, monkeypatch, capsys, models, affine):
+    scan = _scan(tmp_path / "sub-01_T1w.nii.gz", affine)
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "segment",
+        scan,
+        "--model",
+        models / "seg",
+        "--probs",
+        "--qc",
+        tmp_path / "qc.png",
+    )
+    assert code == 0, err
+    assert "model seg: local" in err
+    source = nib.load(scan)
+    dseg = nib.load(tmp_path / "sub-01_dseg.nii.gz")
+    probs = nib.load(tmp_path / "sub-01_probseg.nii.gz")
+    assert dseg.shape == source.shape and probs.shape == (*source.shape, 4)
+    np.testing.assert_allclose(dseg.affine, source.affine, atol=1e-6)
+    np.testing.assert_allclose(probs.affine, source.affine, atol=1e-6)
+    assert dseg.get_data_dtype() == np.uint8 and dseg.header["descrip"] == b"test scan"
+    labels = np.asarray(dseg.dataobj)
+    assert labels.max() < 4
+    np.testing.assert_allclose(probs.get_fdata().sum(axis=-1), 1.0, atol=0.01)
+    meta = json.loads((tmp_path / "sub-01_dseg.json").read_text())
+    assert meta["model"]["sha256"] and meta["precision"] == "fp32" and meta["overlap"] == 0.5
+    assert {"read", "preprocess", "inference", "postprocess", "write", "total"} <= set(meta["timings_s"])
+    with open(tmp_path / "volumes.csv") as fh:
+        row = next(csv.DictReader(fh))
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000
+    assert float(row["gm_ml"]) == pytest.approx((labels == 2).sum() * voxel_ml, abs=1e-3)
+    assert (tmp_path / "qc.png").stat().st_size > 100
+
+
+def test_many_inputs_one_bad_continue_and_skip_existing(tmp_path, monkeypatch, capsys, models):
+    a = _scan(tmp_path / "a.nii.gz")
+    b = _scan(tmp_path / "b.nii.gz", np.diag([1.0, 1.0, 1.5, 1.0]), dtype=np.int16)
+    (tmp_path / "c.nii.gz").write_text("not a scan")
+    out = tmp_path / "out"
+    code, _, err = run(
+        monkeypatch, capsys, "segment", a, b, tmp_path / "c.nii.gz", "--model", models / "seg", "-o", out
+    )
+    assert code == 1
+    assert "2 done, 0 skipped, 1 failed" in err and "c.nii.gz: cannot read as NIfTI" in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a_dseg.json",
+        "a_dseg.nii.gz",
+        "b_dseg.json",
+        "b_dseg.nii.gz",
+        "volumes.csv",
+    ]
+    assert nib.load(out / "b_dseg.nii.gz").shape == nib.load(b).shape
+    before = (out / "a_dseg.nii.gz").stat().st_mtime_ns
+    code, _, err = run(
+        monkeypatch, capsys, "segment", a, b, "--model", models / "seg", "-o", out, "--skip-existing"
+    )
+    assert code == 0 and "0 done, 2 skipped, 0 failed" in err
+    assert (out / "a_dseg.nii.gz").stat().st_mtime_ns == before
+    with open(out / "volumes.csv") as fh:
+        assert [r["input"] for r in csv.DictReader(fh)] == [str(a), str(b)]
+
+
+def test_denoise_keeps_grid_and_intensity_scale(tmp_path, monkeypatch, capsys, models):
+    scan = _scan(tmp_path / "sub-02_T2w.nii.gz", np.diag([0.9, 0.9, 1.2, 1.0]))
+    code, _, err = run(monkeypatch, capsys, "denoise", scan, "--model", models / "den", "--fast")
+    assert code == 0, err
+    out = nib.load(tmp_path / "sub-02_desc-denoised_T2w.nii.gz")
+    source = nib.load(scan)
+    assert out.shape == source.shape
+    np.testing.assert_allclose(out.affine, source.affine, atol=1e-6)
+    denoised, noisy = out.get_fdata(), source.get_fdata()
+    assert abs(np.median(denoised[noisy > 50]) - np.median(noisy[noisy > 50])) < 20  # same intensity scale
+    meta = json.loads((tmp_path / "sub-02_desc-denoised_T2w.json").read_text())
+    assert meta["noise_sigma_source"] == "estimated" and meta["overlap"] == 0.25
+
+
+def test_embed_writes_npz(tmp_path, monkeypatch, capsys, models):
+    scan = _scan(tmp_path / "a.nii.gz", shape=(32, 32, 32))
+    code, _, err = run(
+        monkeypatch, capsys, "embed", scan, "--model", models / "seg", "-o", tmp_path / "f.npz"
+    )
+    assert code == 0, err
+    features = np.load(tmp_path / "f.npz")
+    assert features["pooled"].shape == (64,) and features["dense"].shape[0] == 64
+    assert features["dense_affine"].shape == (4, 4)
+
+
+def test_wrong_kind_of_model_is_a_clear_error(tmp_path, monkeypatch, capsys, models):
+    scan = _scan(tmp_path / "a.nii.gz")
+    code, _, err = run(monkeypatch, capsys, "segment", scan, "--model", models / "den")
+    assert code == 2 and "is a 'denoise' model" in err
+    assert not (tmp_path / "a_dseg.nii.gz").exists()
