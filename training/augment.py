@@ -180,8 +180,8 @@ def _plain(x):
 def percentile_rescale(image: torch.Tensor, lower: float = 0.5, upper: float = 99.5) -> torch.Tensor:
     """Map the [lower, upper] percentiles to [0, 1] and clip (cancels any global receive gain)."""
     flat = image.float().flatten()
-    if flat.numel() > 4_000_000:  # torch.quantile's input limit; a strided subsample is plenty
-        flat = flat[:: flat.numel() // 4_000_000 + 1]
+    if flat.numel() > 65_536:  # a strided subsample estimates percentiles well and sorts 10-100x faster
+        flat = flat[:: flat.numel() // 65_536 + 1]
     lo, hi = torch.quantile(flat, torch.tensor([lower / 100, upper / 100], dtype=flat.dtype))
     return ((image.float() - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
 

@@ -143,12 +143,21 @@ def maps_pool(folder: str | Path) -> list[Subject]:
 # --- cropping -------------------------------------------------------------------------------------------
 
 
+def _random_voxel(mask: torch.Tensor, gen: torch.Generator, tries: int = 512) -> list[int] | None:
+    """A uniformly random voxel of a non-zero mask by rejection (no full `nonzero()` scan per sample)."""
+    flat = mask.reshape(-1)
+    candidates = torch.randint(flat.numel(), (tries,), generator=gen)
+    hits = candidates[flat[candidates].bool()]
+    if len(hits) == 0:
+        return None
+    return [int(i) for i in np.unravel_index(int(hits[0]), tuple(mask.shape))]
+
+
 def crop_start(shape, size: int, gen: torch.Generator, focus: torch.Tensor | None = None) -> list[int]:
     """Start corner of a `size`³ box; centred on a random voxel of `focus` (non-zero mask) when given."""
     starts = []
-    if focus is not None and bool(focus.any()):
-        nz = focus.nonzero()
-        centre = nz[int(torch.randint(len(nz), (1,), generator=gen))].tolist()
+    centre = _random_voxel(focus, gen) if focus is not None else None
+    if centre is not None:
         jitter = torch.randint(-size // 4, size // 4 + 1, (3,), generator=gen).tolist()
         for n, c, j in zip(shape, centre, jitter, strict=True):
             starts.append(int(np.clip(c + j - size // 2, min(0, n - size), max(0, n - size))))
@@ -380,13 +389,14 @@ class PatchDataset(torch.utils.data.Dataset):
 
 
 def label_fraction(subjects: list[Subject], fraction_pct: float) -> list[Subject]:
-    """The first ceil(fraction·N) subjects in a fixed hash order (stable across runs), at least one."""
+    """The first ceil(fraction·N) subject names in a fixed hash order (stable across runs), at least one."""
     from seqinv.errors import ParameterError
 
     if not 0 < fraction_pct <= 100:
         raise ParameterError(
             f"--label-fraction {fraction_pct}: must be in (0, 100] percent, e.g. 1, 10 or 100"
         )
-    order = sorted(subjects, key=lambda s: hashlib.sha256(s.name.encode()).hexdigest())
-    keep = max(1, int(np.ceil(len(order) * fraction_pct / 100)))
-    return order[:keep]
+    # Count subjects, not images: all contrasts of a kept subject stay together.
+    names = sorted({s.name for s in subjects}, key=lambda n: hashlib.sha256(n.encode()).hexdigest())
+    keep = set(names[: max(1, int(np.ceil(len(names) * fraction_pct / 100)))])
+    return [s for s in subjects if s.name in keep]

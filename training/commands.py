@@ -1,0 +1,41 @@
+"""`seqinv train export` and `seqinv evaluate` (heavy imports inside the bodies)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def export_command(
+    checkpoint: str = typer.Argument(..., help="A checkpoint (step_*.pt) or a training output folder."),
+    output: str = typer.Option(..., "--output", help="Folder to write the Hub layout to."),
+    metrics: str = typer.Option("", "--metrics", help="summary.csv written by `seqinv evaluate`."),
+    model_label: str = typer.Option("", "--metrics-model", help="Model label in that CSV (default: name)."),
+    name: str = typer.Option("", "--name", help="Model name stored in config.json."),
+) -> None:
+    """Export a checkpoint as config.json + model.safetensors + model card (ready for push_to_hub)."""
+    from training.export import export
+
+    folder = export(checkpoint, output, metrics or None, model_label, name)
+    typer.echo(f"exported to {folder}")
+
+
+def evaluate_command(
+    model: list[str] = typer.Option(
+        ..., "--model", help="LABEL=FOLDER of a fine-tuned model; repeat, in column order."
+    ),
+    output: str = typer.Option(..., "--output", help="Folder for metrics.csv, summary.csv and results.md."),
+    phantom: bool = typer.Option(False, "--phantom", help="Held-out phantom with four fixed protocols."),
+    data: str = typer.Option("", "--data", help="IXI-style or BIDS-style ARC test folder instead."),
+    sigma: float = typer.Option(0.2, "--sigma", help="Denoising evaluation noise (z-scored units)."),
+) -> None:
+    """Dice, HD95 (mm) and PSNR per contrast and site; Markdown table with the models side by side."""
+    from training.evaluate import run_evaluate
+
+    result = run_evaluate(model, output, phantom=phantom, data=data, sigma=sigma)
+    typer.echo(result["table"])
+    typer.echo(f"written: {', '.join(result['paths'].values())}")
+
+
+def register_extra(train: typer.Typer, app: typer.Typer) -> None:
+    train.command("export")(export_command)
+    app.command("evaluate")(evaluate_command)

@@ -1,0 +1,259 @@
+"""Evaluation (SPEC §6): Dice, HD95 (mm), PSNR per contrast and site; CSV and a Markdown table with the
+models (e.g. Base / SeqAug / SeqInv) side by side.
+
+PSNR is reported twice: `psnr_l1_db` = 20·log10(1/RMSE) on z-scored images (the paper's, so the noisy input
+scores about 14 dB at σ = 0.2) and `psnr_range_db` with L = the clean image's intensity range.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.augment import percentile_rescale, zscore
+
+EVAL_SIGMA = 0.2  # the paper's denoising noise level (z-scored units)
+
+
+def phantom_protocols() -> dict[str, object]:
+    """Fixed typical protocols of the phantom evaluation: contrast name → sequence."""
+    from seqinv.physics import make_sequence
+
+    return {
+        "T1w": make_sequence("mprage"),
+        "T2w": make_sequence("fse", tr_s=5.0, te_s=0.1),
+        "PDw": make_sequence("fse", tr_s=5.0, te_s=0.015),
+        "FLAIR": make_sequence("flair"),
+    }
+
+
+# --- metrics --------------------------------------------------------------------------------------------
+
+
+def dice_per_class(pred: torch.Tensor, truth: torch.Tensor, labels: list[str]) -> dict[str, float]:
+    """Dice of each foreground class (1 when a class is absent from both)."""
+    out = {}
+    for c, name in enumerate(labels):
+        if c == 0:
+            continue
+        p, t = pred == c, truth == c
+        denom = int(p.sum() + t.sum())
+        out[name] = 1.0 if denom == 0 else 2.0 * int((p & t).sum()) / denom
+    return out
+
+
+def hd95_per_class(
+    pred: torch.Tensor, truth: torch.Tensor, labels: list[str], spacing_mm
+) -> dict[str, float]:
+    """Symmetric 95th-percentile Hausdorff distance in mm (MONAI), per foreground class."""
+    from monai.metrics import compute_hausdorff_distance
+
+    n = len(labels)
+    p = torch.nn.functional.one_hot(pred.long(), n).movedim(-1, 0)[None]
+    t = torch.nn.functional.one_hot(truth.long(), n).movedim(-1, 0)[None]
+    values = compute_hausdorff_distance(
+        p, t, include_background=False, percentile=95, spacing=list(spacing_mm)
+    )[0]
+    return {name: float(v) for name, v in zip(labels[1:], values, strict=True)}
+
+
+def psnr_db(clean: torch.Tensor, estimate: torch.Tensor, peak: float) -> float:
+    mse = float(((clean.float() - estimate.float()) ** 2).mean())
+    return math.inf if mse == 0 else 20 * math.log10(peak / math.sqrt(mse))
+
+
+def psnr_pair(clean: torch.Tensor, estimate: torch.Tensor) -> dict[str, float]:
+    value_range = float(clean.max() - clean.min())
+    return {
+        "psnr_l1_db": psnr_db(clean, estimate, 1.0),
+        "psnr_range_db": psnr_db(clean, estimate, value_range),
+    }
+
+
+# --- running models -------------------------------------------------------------------------------------
+
+
+def predict(model, image: torch.Tensor, patch_size, overlap: float = 0.5) -> torch.Tensor:
+    """Whole-volume output (C, D, H, W) by Gaussian-blended sliding windows (SPEC §5)."""
+    from monai.inferers import sliding_window_inference
+
+    model.eval()
+    with torch.inference_mode():
+        out = sliding_window_inference(
+            image[None, None].float(),
+            roi_size=tuple(patch_size),
+            sw_batch_size=1,
+            predictor=model,
+            overlap=overlap,
+            mode="gaussian",
+            padding_mode="constant",
+            cval=float(image.min()),
+        )
+    return out[0].as_tensor() if hasattr(out[0], "as_tensor") else out[0]
+
+
+@dataclass
+class EvalCase:
+    """One evaluation image: normalised to [0, 1] and 1 mm, with its reference."""
+
+    subject: str
+    contrast: str
+    site: str
+    image: torch.Tensor
+    labels: torch.Tensor | None = None
+
+
+def phantom_cases(task: str) -> list[EvalCase]:
+    """The held-out phantom simulated with the four fixed protocols."""
+    from seqinv.physics import simulate
+    from seqinv.physics.phantom import HELD_OUT_SEED, make_phantom
+
+    phantom = make_phantom(HELD_OUT_SEED, deform=True, lesion=task == "arc", head=True)
+    if task == "arc":
+        reference = torch.as_tensor(np.asarray(phantom.lesion))
+    else:
+        reference = torch.as_tensor(np.asarray(phantom.labels))
+    cases = []
+    for contrast, sequence in phantom_protocols().items():
+        image = percentile_rescale(torch.nan_to_num(simulate(phantom.maps, sequence).float()))
+        cases.append(EvalCase(f"phantom-{HELD_OUT_SEED}", contrast, "phantom", image, reference))
+    return cases
+
+
+def evaluate_model(model, cases: Iterable[EvalCase], sigma: float = EVAL_SIGMA, seed: int = 0) -> list[dict]:
+    """Rows of (subject, contrast, site, metric, class, value) for one model."""
+    config = model.config
+    rows = []
+    for case in cases:
+        image = zscore(case.image)
+        base = {"subject": case.subject, "contrast": case.contrast, "site": case.site}
+        if config.task == "denoise":
+            g = torch.Generator().manual_seed(seed)
+            noisy = image + sigma * torch.randn(image.shape, generator=g)
+            denoised = noisy - predict(model, noisy, config.patch_size)[0]
+            for name, value in psnr_pair(image, noisy).items():
+                rows.append({**base, "metric": f"input_{name}", "class": "", "value": value})
+            for name, value in psnr_pair(image, denoised).items():
+                rows.append({**base, "metric": name, "class": "", "value": value})
+            continue
+        pred = predict(model, image, config.patch_size).argmax(0)
+        truth = case.labels.long()
+        for name, value in dice_per_class(pred, truth, config.labels).items():
+            rows.append({**base, "metric": "dice", "class": name, "value": value})
+        for name, value in hd95_per_class(pred, truth, config.labels, config.spacing_mm).items():
+            rows.append({**base, "metric": "hd95_mm", "class": name, "value": value})
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean over subjects and classes per (model, task, contrast, site, metric)."""
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        key = (r["model"], r["task"], r["contrast"], r["site"], r["metric"])
+        groups.setdefault(key, []).append(float(r["value"]))
+    return [
+        {
+            "model": k[0],
+            "task": k[1],
+            "contrast": k[2],
+            "site": k[3],
+            "metric": k[4],
+            "value": float(np.mean([v for v in vals if math.isfinite(v)] or [math.nan])),
+            "n": len(vals),
+        }
+        for k, vals in sorted(groups.items())
+    ]
+
+
+def markdown_table(summary: list[dict], model_order: list[str]) -> str:
+    """Rows (task, contrast, site, metric); one column per model, in the paper's order."""
+    keys = sorted({(s["task"], s["contrast"], s["site"], s["metric"]) for s in summary})
+    value = {(s["model"], s["task"], s["contrast"], s["site"], s["metric"]): s["value"] for s in summary}
+    lines = [
+        "| task | contrast | site | metric | " + " | ".join(model_order) + " |",
+        "|---|---|---|---|" + "---:|" * len(model_order),
+    ]
+    for key in keys:
+        cells = []
+        for m in model_order:
+            v = value.get((m, *key))
+            scale = 100 if key[3] == "dice" else 1  # Dice in percent, as the paper
+            cells.append("-" if v is None or not math.isfinite(v) else f"{v * scale:.1f}")
+        lines.append("| " + " | ".join(key) + " | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(rows: list[dict], summary: list[dict], model_order: list[str], output: Path) -> dict:
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "rows": output / "metrics.csv",
+        "summary": output / "summary.csv",
+        "table": output / "results.md",
+    }
+    for key, data in (("rows", rows), ("summary", summary)):
+        tmp = paths[key].with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(data[0]) if data else ["model"])
+            writer.writeheader()
+            writer.writerows(data)
+        tmp.replace(paths[key])
+    paths["table"].write_text(markdown_table(summary, model_order))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def task_of(model) -> str:
+    from seqinv.errors import ParameterError
+
+    config = model.config
+    if config.task == "denoise":
+        return "denoise"
+    if config.task == "segment":
+        return "arc" if config.out_channels == 2 else "ixi"
+    raise ParameterError(
+        f"model {config.name or '?'} has task {config.task!r}; evaluate needs a fine-tuned U-Net "
+        "(seqinv train segment / denoise)"
+    )
+
+
+def parse_models(specs: list[str]) -> list[tuple[str, str]]:
+    """`LABEL=PATH` (or just PATH, labelled by its folder name)."""
+    out = []
+    for spec in specs:
+        label, _, path = spec.partition("=") if "=" in spec else (Path(spec).name, "", spec)
+        out.append((label, path))
+    return out
+
+
+def run_evaluate(
+    models: list[str], output: str, phantom: bool = True, data: str = "", sigma: float = EVAL_SIGMA
+) -> dict:
+    """Evaluate each model on the phantom protocols (or a test folder) and write CSV + Markdown."""
+    from seqinv.errors import ParameterError
+    from seqinv.models import SeqInvUNet
+
+    if not models:
+        raise ParameterError("no model given; use --model LABEL=FOLDER, e.g. --model seqinv=runs/ixi")
+    if phantom == bool(data):
+        raise ParameterError("give exactly one test source: --phantom or --data FOLDER")
+    rows, order = [], []
+    for label, path in parse_models(models):
+        model = SeqInvUNet.from_pretrained(path)
+        task = task_of(model)
+        if phantom:
+            cases = phantom_cases(task)
+        else:
+            from training.datasets import load_cases
+
+            cases = load_cases(data, task)
+        for row in evaluate_model(model, cases, sigma):
+            rows.append({"model": label, "task": task, **row})
+        order.append(label)
+    summary = summarise(rows)
+    paths = write_results(rows, summary, order, Path(output))
+    return {"rows": rows, "summary": summary, "paths": paths, "table": markdown_table(summary, order)}

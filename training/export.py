@@ -1,0 +1,154 @@
+"""Export a training checkpoint to the Hub layout (config.json + model.safetensors + README.md model card
+rendered from model_cards/_template.md with measured metrics), ready for `push_to_hub`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import string
+from pathlib import Path
+
+import torch
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "_template.md"
+DESCRIPTIONS = {
+    "features": "Pretrained 3D encoder: one feature vector per brain MRI patch, whatever the sequence.",
+    "segment": "Segmentation head on a frozen pretrained encoder.",
+    "denoise": "Denoising head on a frozen pretrained encoder: predicts the noise; output = input − noise.",
+}
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the latest one of a run folder (RUN/checkpoints/step_*.pt)."""
+    from seqinv.errors import InputError
+    from training.loop import latest_checkpoint
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    for folder in (path / "checkpoints", path):
+        if folder.is_dir() and (found := latest_checkpoint(folder)) is not None:
+            return found
+    raise InputError(f"no checkpoint at {path}; give a step_*.pt file or a training output folder")
+
+
+def model_from_checkpoint(state: dict):
+    from seqinv.models import ModelConfig, SeqInvEncoder, SeqInvUNet
+
+    config = ModelConfig.from_dict(state["config"], source="checkpoint config")
+    weights = state["model"]
+    if config.arch == "encoder":
+        model = SeqInvEncoder(config)
+        weights = {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
+    else:
+        model = SeqInvUNet(config)
+    model.load_state_dict(weights, strict=True)
+    return model.eval()
+
+
+def read_metrics(csv_path: str | Path, model_label: str) -> list[dict]:
+    """Rows of an evaluate summary.csv for one model label."""
+    with open(csv_path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r["model"] == model_label]
+
+
+def metrics_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "Not measured yet (run `seqinv evaluate` and export with `--metrics`)."
+    lines = ["| task | contrast | site | metric | value |", "|---|---|---|---|---:|"]
+    for r in rows:
+        value = float(r["value"])
+        shown = "-" if not math.isfinite(value) else f"{value * (100 if r['metric'] == 'dice' else 1):.2f}"
+        lines.append(f"| {r['task']} | {r['contrast']} | {r['site']} | {r['metric']} | {shown} |")
+    note = (
+        "Dice in percent, HD95 in mm, PSNR in dB (`psnr_l1_db`: L = 1 on z-scored images as the paper; "
+        "`psnr_range_db`: L = the clean image's range)."
+    )
+    return "\n".join(lines) + "\n\n" + note
+
+
+def render_card(model, metrics_rows: list[dict], template: Path = TEMPLATE) -> str:
+    config = model.config
+    training = config.training or {}
+    cls = "SeqInvUNet" if config.arch == "unet" else "SeqInvEncoder"
+    usage = {
+        "segment": "seqinv segment scan.nii.gz --model <this repo id or folder>",
+        "denoise": "seqinv denoise scan.nii.gz --model <this repo id or folder>",
+    }.get(config.task, "seqinv embed scan.nii.gz --model <this repo id or folder>")
+    values = {
+        "pipeline_tag": {"segment": "image-segmentation", "denoise": "image-to-image"}.get(
+            config.task, "image-feature-extraction"
+        ),
+        "task": config.task,
+        "title": config.name or f"seqinv {config.preset} {config.task}",
+        "description": DESCRIPTIONS[config.task],
+        "cls": cls,
+        "preset": config.preset,
+        "outputs": f"{config.out_channels} ({', '.join(config.labels) or '-'})",
+        "spacing": "×".join(f"{s:g}" for s in config.spacing_mm),
+        "patch_size": "×".join(str(p) for p in config.patch_size),
+        "normalization": json.dumps(config.normalization),
+        "features": str(list(config.features)),
+        "seqinv_version": config.seqinv_version,
+        "usage": usage,
+        "metrics": metrics_markdown(metrics_rows),
+        "command": training.get("command") or "not recorded",
+        "data": training.get("data", "not recorded"),
+        "steps": training.get("steps", "?"),
+        "batch": training.get("global_batch_size", "?"),
+        "precision": training.get("precision", "?"),
+    }
+    return string.Template(template.read_text()).safe_substitute(values)
+
+
+def export(
+    checkpoint: str | Path,
+    output: str | Path,
+    metrics_csv: str | Path | None = None,
+    model_label: str = "",
+    name: str = "",
+) -> Path:
+    """Checkpoint → Hub folder; metrics from an evaluate summary.csv go into config and card."""
+    from training.cli import command_line
+
+    path = find_checkpoint(checkpoint)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = model_from_checkpoint(state)
+    rows = read_metrics(metrics_csv, model_label or model.config.name) if metrics_csv else []
+    training = dict(model.config.training or {})
+    options = state.get("options", {})
+    if options and not training.get("command"):
+        training["command"] = _command_for(state["kind"], options, command_line)
+    training.update(
+        {
+            "kind": state.get("kind"),
+            "steps": state.get("step"),
+            "options": options,
+            "exported_from": str(path),
+        }
+    )
+    history = state.get("history", {}).get("loss", [])
+    training["metrics"] = {
+        "final_loss": round(sum(history[-10:]) / max(1, len(history[-10:])), 5) if history else None,
+        **{
+            f"{r['task']}/{r['contrast']}/{r['site']}/{r['metric']}": round(float(r["value"]), 5)
+            for r in rows
+        },
+    }
+    model.config.training = training
+    if name:
+        model.config.name = name
+    out = model.save_pretrained(output)
+    (Path(out) / "README.md").write_text(render_card(model, rows))
+    return Path(out)
+
+
+def _command_for(kind: str, options: dict, command_line) -> str:
+    from training.finetune import FinetuneOptions
+    from training.pretrain import PretrainOptions
+
+    if kind == "pretrain":
+        return command_line("pretrain", PretrainOptions(**options))
+    opts = FinetuneOptions(**options)
+    return command_line("denoise" if kind == "denoise" else "segment", opts)
