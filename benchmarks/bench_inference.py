@@ -84,7 +84,7 @@ def n_windows(shape: list[int], patch: tuple[int, int, int], overlap: float) -> 
 
     roi = tuple(min(p, max(s, p)) for s, p in zip(shape, patch, strict=True))
     padded = tuple(max(s, p) for s, p in zip(shape, patch, strict=True))
-    interval = _get_scan_interval(padded, roi, 3, overlap)
+    interval = _get_scan_interval(padded, roi, 3, (overlap,) * 3)
     return len(dense_patch_slices(padded, roi, interval))
 
 
