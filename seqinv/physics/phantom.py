@@ -25,7 +25,7 @@ PARAMS = ("pd", "r1", "r2s", "mt", "r2")
 # Per-subject uniform ranges (3 T): pd p.u., r1 1/s, r2s 1/s, mt p.u., r2 1/s. Brain values:
 # shared/SPEC.md §2; head tissues and lesion: typical literature values (docs/physics.md).
 TISSUES: dict[str, dict[str, tuple[float, float]]] = {
-    "csf": dict(pd=(95, 100), r1=(0.20, 0.30), r2s=(1, 5), mt=(0.0, 0.2), r2=(0.5, 1.0)),
+    "csf": dict(pd=(95, 100), r1=(0.22, 0.28), r2s=(1, 5), mt=(0.0, 0.2), r2=(0.5, 1.0)),
     "gm": dict(pd=(78, 85), r1=(0.55, 0.70), r2s=(14, 18), mt=(0.7, 1.0), r2=(10, 12)),
     "deep_gm": dict(pd=(72, 80), r1=(0.70, 0.90), r2s=(25, 45), mt=(0.9, 1.3), r2=(13, 18)),
     "wm": dict(pd=(66, 72), r1=(0.90, 1.20), r2s=(18, 25), mt=(1.4, 2.0), r2=(12, 14)),
@@ -73,35 +73,71 @@ class Phantom:
     values: dict = field(default_factory=dict)  # the drawn per-tissue values (for logs)
 
 
+_NILEARN_FILES = {  # nilearn ships these in nilearn/datasets/data (ICBM152 2009a, 1 mm)
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+}
+
+
+def _load_icbm152():
+    """GM, WM, brain mask and affine, exactly as nilearn's `load_mni152_*(resolution=1)` give them.
+
+    Reads nilearn's bundled files with nibabel (importing nilearn.datasets costs ~6 s through scikit-learn);
+    falls back to the nilearn functions if the files move.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    import nibabel as nib
+
+    spec = importlib.util.find_spec("nilearn")
+    folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data" if spec else None
+    if folder is not None and all((folder / f).is_file() for f in _NILEARN_FILES.values()):
+        images = {k: nib.load(folder / f) for k, f in _NILEARN_FILES.items()}
+    else:  # pragma: no cover - depends on the installed nilearn layout
+        from nilearn import datasets
+
+        images = {
+            "gm": datasets.load_mni152_gm_template(resolution=1),
+            "wm": datasets.load_mni152_wm_template(resolution=1),
+            "t1": datasets.load_mni152_template(resolution=1),
+        }
+    data = {}
+    for key, image in images.items():
+        array = np.asarray(image.dataobj, dtype=np.float32)
+        data[key] = array / array.max()  # nilearn rescales each template to [0, 1]
+    mask = data.pop("t1") > 0.2  # nilearn's load_mni152_brain_mask threshold
+    return data["gm"], data["wm"], mask, images["gm"].affine.astype(np.float64)
+
+
 @functools.lru_cache(maxsize=1)
 def _template():
     """Template channels (CSF, GM, WM, deep-GM weight, mm outside the brain) as one tensor + affine."""
-    from nilearn import datasets
     from scipy import ndimage
 
-    gm_img = datasets.load_mni152_gm_template(resolution=1)
-    gm = gm_img.get_fdata(dtype=np.float32)
-    wm = datasets.load_mni152_wm_template(resolution=1).get_fdata(dtype=np.float32)
-    mask = datasets.load_mni152_brain_mask(resolution=1).get_fdata(dtype=np.float32) > 0.5
+    gm, wm, mask, affine = _load_icbm152()
     gm, wm = gm * mask, wm * mask
     csf = np.clip(mask - gm - wm, 0.0, 1.0)  # nilearn ships no CSF map
-    affine = gm_img.affine.astype(np.float64)
     outside_mm = ndimage.distance_transform_edt(~mask).astype(np.float32)
     channels = np.stack([csf, gm, wm, _deep_gm_weight(gm.shape, affine), outside_mm]).astype(np.float32)
     return torch.from_numpy(channels), affine
 
 
 def _deep_gm_weight(shape, affine) -> np.ndarray:
+    """Soft ellipsoids over the nuclei: 1 inside, 0.5 on the surface, ~0 at 1.5 radii."""
     axes = [affine[a, a] * np.arange(n) + affine[a, 3] for a, n in enumerate(shape)]  # mm (axis-aligned grid)
     weight = np.zeros(shape, np.float32)
-    for (cx, cy, cz), (rx, ry, rz) in DEEP_GM:
-        for sx in (cx, -cx):
-            gx, gy, gz = (
-                np.exp(-2 * ((ax - c) / r) ** 2)
-                for ax, c, r in zip(axes, (sx, cy, cz), (rx, ry, rz), strict=True)
+    for (cx, cy, cz), radii in DEEP_GM:
+        for centre in ((cx, cy, cz), (-cx, cy, cz)):
+            box = tuple(
+                slice(*np.searchsorted(ax, [c - 1.5 * r, c + 1.5 * r]))
+                for ax, c, r in zip(axes, centre, radii, strict=True)
             )
-            weight = np.maximum(weight, gx[:, None, None] * gy[None, :, None] * gz[None, None, :])
-    return weight.astype(np.float32)
+            d2 = [((ax[b] - c) / r) ** 2 for ax, b, c, r in zip(axes, box, centre, radii, strict=True)]
+            q = d2[0][:, None, None] + d2[1][None, :, None] + d2[2][None, None, :]
+            np.maximum(weight[box], 1.0 / (1.0 + np.exp(6.0 * (q - 1.0))), out=weight[box])
+    return weight
 
 
 def _linear_upsampler(n_in: int, n_out: int) -> torch.Tensor:
