@@ -1,4 +1,4 @@
-"""2 CPU processes with gloo: the gathered NT-Xent and its DDP gradients equal one process on the global batch."""
+"""2 gloo CPU processes: the gathered NT-Xent and its DDP gradients equal one process on the global batch."""
 
 import os
 import socket

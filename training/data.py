@@ -8,6 +8,7 @@ reproduces exactly the data an uninterrupted run would see.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,9 +117,8 @@ def phantom_pool(
 
 def maps_pool(folder: str | Path) -> list[Subject]:
     """qMRI subjects from disk: `folder` holds the maps itself, or one sub-folder of maps per subject."""
-    from seqinv.physics.maps_io import load_maps
-
     from seqinv.errors import InputError
+    from seqinv.physics.maps_io import load_maps
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -263,7 +263,8 @@ class ViewMaker:
         image2 = image1 if seq2 is seq1 else simulate_image(maps, seq2, gen)
         v1, t1 = self.view(image1, seed * 2 + 1)
         v2, t2 = self.view(image2, seed * 2 + 2)
-        return {"view1": v1, "view2": v2, "target1": t1, "target2": t2}
+        sequences = json.dumps([seq1.to_dict(), seq2.to_dict()])  # a string collates as a list
+        return {"view1": v1, "view2": v2, "target1": t1, "target2": t2, "sequences": sequences}
 
 
 class PretrainDataset(torch.utils.data.Dataset):

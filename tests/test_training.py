@@ -1,0 +1,248 @@
+"""Training pipeline on tiny synthetic qMRI subjects: views, fine-tuning patches, loops, exact resume, CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training.augment import AugmentConfig, spatial_transforms
+from training.data import (
+    NoiseConfig,
+    PatchMaker,
+    Subject,
+    ViewMaker,
+    crop_pad,
+    label_fraction,
+    training_seeds,
+)
+
+
+def sphere_subject(name="s0", size=40, lesion=False) -> Subject:
+    from seqinv.physics import QMRIMaps
+
+    z = torch.stack(torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * 3, indexing="ij"))
+    r = ((z - size / 2) ** 2).sum(0).sqrt() / (size / 2)
+    labels = torch.zeros((size,) * 3, dtype=torch.uint8)
+    labels[r < 0.95], labels[r < 0.8], labels[r < 0.55] = 1, 2, 3
+    lab = labels.long()
+    maps = QMRIMaps(
+        pd=torch.tensor([0.0, 98, 80, 69])[lab],
+        r1=torch.tensor([0.0, 0.25, 0.6, 1.0])[lab],
+        r2s=torch.tensor([0.0, 3, 16, 21])[lab],
+        mt=torch.tensor([0.0, 0.1, 0.8, 1.6])[lab],
+    )
+    les = ((r < 0.4) & (z[0] > size / 2)).to(torch.uint8) if lesion else None
+    return Subject(name=name, maps=maps, labels=labels, lesion=les)
+
+
+def test_rotation_range_is_degrees_converted_to_radians():
+    affine = spatial_transforms(AugmentConfig(rotate_deg=15.0), 32, ("image",))[0]
+    assert affine.rand_affine.rand_affine_grid.rotate_range == pytest.approx([math.radians(15)] * 3)
+
+
+@pytest.mark.parametrize(("strategy", "same_sequence"), [("base", True), ("seqaug", True), ("seqinv", False)])
+def test_strategies_draw_the_documented_sequences(strategy, same_sequence):
+    pair = ViewMaker(strategy, 32).pair(sphere_subject(), seed=5)
+    seq1, seq2 = json.loads(pair["sequences"])
+    assert (seq1 == seq2) is same_sequence
+    if strategy == "base":
+        assert seq1["sequence"] == "mprage"
+    assert pair["view1"].shape == pair["target1"].shape == (1, 32, 32, 32)
+    assert abs(float(pair["view1"].mean())) < 1e-4 and float(pair["view1"].std()) == pytest.approx(
+        1, abs=1e-3
+    )
+
+
+def test_target_is_the_view_before_intensity_augmentation():
+    pair = ViewMaker("seqinv", 32, AugmentConfig.none()).pair(sphere_subject(), seed=1)
+    target = pair["target1"]
+    assert float(target.min()) >= 0 and float(target.max()) <= 1
+    expected = (target - target.mean()) / target.std()
+    torch.testing.assert_close(pair["view1"], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_samples_are_a_function_of_the_seed():
+    maker = ViewMaker("seqinv", 32)
+    a, b, c = (maker.pair(sphere_subject(), s) for s in (3, 3, 4))
+    assert torch.equal(a["view1"], b["view1"]) and not torch.equal(a["view1"], c["view1"])
+
+
+def test_segment_patches_keep_labels_aligned_with_anatomy():
+    sample = PatchMaker("ixi", 32, AugmentConfig.none()).sample(sphere_subject(), seed=2)
+    image, label = sample["image"][0], sample["label"][0]
+    assert set(label.unique().tolist()) <= {0, 1, 2, 3} and label.dtype == torch.long
+    # Without augmentation the image is piecewise constant per tissue class up to the smooth receive field,
+    # so the labels explain most of the image's variance (a misaligned label map would not).
+    within = sum(float(((image[label == c] - image[label == c].mean()) ** 2).sum()) for c in label.unique())
+    assert 1 - within / float(((image - image.mean()) ** 2).sum()) > 0.8
+
+
+def test_arc_patches_are_centred_on_the_lesion_when_focused():
+    maker = PatchMaker("arc", 32, AugmentConfig.none(), lesion_focus=1.0)
+    sample = maker.sample(sphere_subject(size=64, lesion=True), seed=0)
+    assert int(sample["label"].sum()) > 0
+
+
+def test_denoise_pairs_are_noisy_minus_clean_over_the_sigma_range():
+    maker = PatchMaker("denoise", 32, AugmentConfig.none(), NoiseConfig(0.1, 0.1, rician_prob=0.0))
+    sample = maker.sample(sphere_subject(), seed=0)
+    torch.testing.assert_close(sample["image"] - sample["clean"], sample["noise"])
+    assert float(sample["noise"].std()) == pytest.approx(0.1, rel=0.05)
+
+
+def test_crop_pad_zero_fills_outside_the_volume():
+    v = torch.arange(27.0).reshape(3, 3, 3)
+    out = crop_pad(v, [-1, 0, 1], 3)
+    assert torch.equal(out[0], torch.zeros(3, 3)) and torch.equal(out[1, :, :2], v[0, :, 1:])
+
+
+def test_label_fraction_counts_subjects_not_images():
+    subjects = [Subject(name=f"sub{i}") for i in range(10) for _ in ("T1w", "T2w")]
+    kept = label_fraction(subjects, 10)
+    assert len({s.name for s in kept}) == 1 and len(kept) == 2
+    assert len(label_fraction(subjects, 1)) == 2  # at least one subject
+    from seqinv.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="--label-fraction 0"):
+        label_fraction(subjects, 0)
+
+
+def test_training_seeds_skip_the_held_out_phantom():
+    from seqinv.physics.phantom import HELD_OUT_SEED
+
+    seeds = training_seeds(5, first=HELD_OUT_SEED - 2)
+    assert HELD_OUT_SEED not in seeds and len(seeds) == 5
+
+
+def test_pretraining_loss_goes_down_on_a_fixed_batch():
+    from seqinv.models import SeqInvEncoder
+    from training.pretrain import PretrainNet, pretrain_loss
+
+    torch.manual_seed(0)
+    maker = ViewMaker("seqinv", 32)
+    pairs = [maker.pair(sphere_subject(), s) for s in range(3)]
+    batch = torch.utils.data.default_collate(pairs)
+    net = PretrainNet(SeqInvEncoder(preset="tiny", dropout=0.0))
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss, _ = pretrain_loss(net, batch, 0.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def _tiny_options(tmp_path, **kw):
+    from training.pretrain import PretrainOptions
+
+    values = dict(
+        output=str(tmp_path / "run"),
+        phantom=True,
+        preset="tiny",
+        patch_size=32,
+        batch_size=2,
+        steps=4,
+        checkpoint_every=2,
+        threads=1,
+    )
+    values.update(kw)
+    return PretrainOptions(**values)
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    from seqinv.models import SeqInvEncoder
+    from training import pretrain
+
+    monkeypatch.setattr(pretrain, "build_subjects", lambda opts: ([sphere_subject()], "spheres"))
+    full = pretrain.run_pretrain(_tiny_options(tmp_path), show_progress=False)["history"]["loss"]
+    (tmp_path / "run" / "checkpoints" / "step_0000004.pt").unlink()
+    resumed = pretrain.run_pretrain(_tiny_options(tmp_path, resume=True), show_progress=False)
+    assert resumed["history"]["loss"] == pytest.approx(full, rel=1e-6)
+    encoder = SeqInvEncoder.from_pretrained(str(tmp_path / "run"))
+    record = encoder.config.training
+    assert (
+        record["strategy"] == "seqinv" and record["steps"] == 4 and encoder.config.patch_size == (32, 32, 32)
+    )
+
+
+def test_config_file_sets_options_and_the_command_line_wins(tmp_path):
+    from training.cli import build_options, command_line
+    from training.pretrain import PretrainOptions
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[train]\nstrategy = "base"\npatch-size = 96\nsteps = 7\n')
+    opts = build_options(PretrainOptions, str(cfg), {"steps": 9, "preset": "paper"}, {"steps"}, {})
+    assert (opts.strategy, opts.patch_size, opts.steps, opts.preset) == ("base", 96, 9, "small")
+    assert command_line("pretrain", opts) == "seqinv train pretrain --strategy base --patch-size 96 --steps 9"
+    from seqinv.errors import ParameterError
+
+    cfg.write_text("[train]\nbatchsize = 2\n")
+    with pytest.raises(ParameterError, match="unknown options \\['batchsize'\\]"):
+        build_options(PretrainOptions, str(cfg), {}, set(), {})
+
+
+def test_published_configs_are_valid():
+    from pathlib import Path
+
+    from training.cli import build_options
+    from training.finetune import FinetuneOptions
+    from training.pretrain import PretrainOptions
+
+    folder = Path(__file__).resolve().parent.parent / "training" / "configs"
+    names = sorted(p.stem for p in folder.glob("*.toml"))
+    assert names == ["arc", "base", "denoise", "ixi", "seqaug", "seqinv"]
+    for name in names:
+        cls = PretrainOptions if name in ("base", "seqaug", "seqinv") else FinetuneOptions
+        fixed = {"output": "x"} | ({"encoder": "y"} if cls is FinetuneOptions else {})
+        fixed |= {"task": "denoise"} if name == "denoise" else {}
+        build_options(cls, str(folder / f"{name}.toml"), {}, set(), fixed).validate()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pretrain", "--phantom", "--patch-size", "40", "--output", "o"], "--patch-size 40"),
+        (["pretrain", "--output", "o"], "--phantom or --maps"),
+        (["segment", "--phantom", "--encoder", "e", "--task", "brain", "--output", "o"], "--task 'brain'"),
+    ],
+)
+def test_bad_options_are_one_line_errors(args, message, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "seqinv", "train", *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_finetune_trains_only_the_decoder(tmp_path, monkeypatch):
+    from seqinv.models import SeqInvEncoder, SeqInvUNet
+    from training import finetune
+
+    SeqInvEncoder(preset="tiny").save_pretrained(tmp_path / "enc")
+    monkeypatch.setattr(finetune, "build_subjects", lambda opts: ([sphere_subject()], "spheres"))
+    opts = finetune.FinetuneOptions(
+        output=str(tmp_path / "seg"),
+        encoder=str(tmp_path / "enc"),
+        task="ixi",
+        phantom=True,
+        patch_size=32,
+        steps=2,
+        lr=1e-3,
+        class_weights="0.5,1,1,1",
+    )
+    finetune.run_finetune(opts, command="seqinv train segment ...", show_progress=False)
+    unet = SeqInvUNet.from_pretrained(str(tmp_path / "seg"))
+    encoder = SeqInvEncoder.from_pretrained(str(tmp_path / "enc"))
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(unet.encoder.state_dict()[key], value)
+    assert unet.config.labels == ["background", "csf", "gm", "wm"] and unet.config.spacing_mm == (1, 1, 1)
+    assert unet.config.training["command"] == "seqinv train segment ..."
+    assert np.isfinite(unet.config.training["metrics"]["final_loss"])
