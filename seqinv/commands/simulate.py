@@ -1,0 +1,158 @@
+"""`seqinv simulate`: MRI contrasts from qMRI maps (a folder or the built-in phantom)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from seqinv.errors import ParameterError
+
+MAX_RANDOM = 10_000
+_NIFTI = (".nii", ".nii.gz")
+# CLI option → sequence field, per sequence family (MP2RAGE: --ti/--flip set the first readout).
+_FIELDS = {"tr": "tr_s", "te": "te_s", "ti": "ti_s", "flip": "flip_deg"}
+_MP2RAGE_FIELDS = {"tr": "tr_s", "te": "te_s", "ti": "ti1_s", "flip": "flip1_deg"}
+
+
+def _parse_set(items: list[str]) -> dict[str, float]:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            params[key.strip()] = float(value)
+        except ValueError:
+            raise ParameterError(f"--set {item!r}: expected KEY=NUMBER, e.g. --set n_exc=160") from None
+    return params
+
+
+def _single_sequence(name: str, options: dict[str, float | None], extra: dict[str, float]):
+    import dataclasses
+
+    from seqinv.physics.sequences import make_sequence, sequence_class
+
+    cls = sequence_class(name)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    mapping = _MP2RAGE_FIELDS if cls.name == "mp2rage" else _FIELDS
+    params = dict(extra)
+    for option, value in options.items():
+        if value is None:
+            continue
+        if mapping[option] not in fields:
+            raise ParameterError(
+                f"--{option} does not apply to {cls.name}; its parameters: {', '.join(sorted(fields))}"
+            )
+        params[mapping[option]] = value
+    return make_sequence(cls.name, **params)
+
+
+def _outputs(output: Path, sequences, random: int) -> list[Path]:
+    names = [s.name for s in sequences]
+    is_file = output.name.lower().endswith(_NIFTI)
+    if random:
+        if is_file or output.is_file():
+            raise ParameterError(f"-o {output}: with --random, -o is a folder for the {random} outputs")
+        return [output / f"sim_{i:03d}_{n}.nii.gz" for i, n in enumerate(names)]
+    if output.is_dir() or not is_file:
+        return [output / f"{names[0]}.nii.gz"]
+    return [output]
+
+
+def _sidecar(path: Path) -> Path:
+    name = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+    return path.with_name(name + ".json")
+
+
+def _write_json(path: Path, record: dict) -> None:
+    import json
+
+    from seqinv.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("simulate")
+    def simulate_command(
+        maps_dir: Path = typer.Argument(
+            None, help="Folder with PD, R1, R2s, MT (optional R2) NIfTI maps, or hMRI-toolbox names."
+        ),
+        output: Path = typer.Option(..., "-o", "--output", help="Output .nii.gz (or folder with --random)."),
+        sequence: str = typer.Option(
+            None, "--sequence", "-s", help="mprage | gre | spgr | fse | flair | mp2rage."
+        ),
+        tr: float = typer.Option(None, "--tr", help="Repetition time TR in seconds."),
+        te: float = typer.Option(None, "--te", help="Echo time TE in seconds."),
+        ti: float = typer.Option(None, "--ti", help="Inversion time TI in seconds (MP2RAGE: TI1)."),
+        flip: float = typer.Option(None, "--flip", help="Flip angle in degrees (MP2RAGE: first readout)."),
+        set_: list[str] = typer.Option(
+            [], "--set", help="Other parameter KEY=VALUE (e.g. n_exc=160, esp_s=0.007, ti2_s=2.5)."
+        ),
+        random: int = typer.Option(
+            0, "--random", help="Draw N random protocols from the training priors (-o is then a folder)."
+        ),
+        phantom: bool = typer.Option(False, "--phantom", help="Use the built-in ICBM152 head phantom."),
+        seed: int = typer.Option(0, "--seed", help="Phantom seed and random-protocol seed."),
+        clean: bool = typer.Option(
+            False, "--clean", help="Set NaN voxels to 0 and clip negative map values."
+        ),
+    ) -> None:
+        """Simulate MRI contrasts (physical signal, receive gain 1) with a JSON sidecar of the parameters."""
+        if phantom == (maps_dir is not None):
+            raise ParameterError("give either MAPS_DIR or --phantom (exactly one)")
+        if not 0 <= random <= MAX_RANDOM:
+            raise ParameterError(f"--random {random} is outside [0, {MAX_RANDOM}]")
+        import torch
+
+        from seqinv import __version__
+        from seqinv.physics import simulate
+        from seqinv.physics.priors import draw_sequence
+
+        if random:
+            if any(v is not None for v in (tr, te, ti, flip)) or set_:
+                raise ParameterError("--random draws every parameter; drop --tr/--te/--ti/--flip/--set")
+            generator = torch.Generator().manual_seed(seed)
+            kinds = None if sequence is None else [sequence.lower()]
+            sequences = [draw_sequence(generator, kinds=kinds) for _ in range(random)]
+        else:
+            if sequence is None:
+                raise ParameterError(
+                    "choose a --sequence (mprage, gre, spgr, fse, flair, mp2rage) or --random N"
+                )
+            options = {"tr": tr, "te": te, "ti": ti, "flip": flip}
+            sequences = [_single_sequence(sequence, options, _parse_set(set_))]
+        targets = _outputs(output, sequences, random)
+
+        if phantom:
+            from seqinv.physics.phantom import make_phantom
+
+            maps, source = make_phantom(seed).maps, {"phantom_seed": seed}
+        else:
+            from seqinv.physics.maps_io import load_maps
+
+            maps, source = load_maps(maps_dir, clean=clean), {"maps_dir": str(Path(maps_dir).resolve())}
+
+        from seqinv.io import write_volume
+
+        targets[0].parent.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            for seq, target in zip(sequences, targets, strict=True):
+                image = simulate(maps, seq).numpy()
+                write_volume(target, image, maps.affine, dtype="float32")
+                record = {
+                    "sequence": seq.to_dict(),
+                    "source": source,
+                    "receive": 1.0,
+                    "units": {
+                        "times": "s",
+                        "angles": "deg",
+                        "image": "PD p.u. x relative signal (no rescaling)",
+                    },
+                    "random_seed": seed if random else None,
+                    "seqinv_version": __version__,
+                }
+                _write_json(_sidecar(target), record)
+                typer.echo(f"{target}  {seq.to_dict()}")
