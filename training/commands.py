@@ -27,11 +27,14 @@ def evaluate_command(
     phantom: bool = typer.Option(False, "--phantom", help="Held-out phantom with four fixed protocols."),
     data: str = typer.Option("", "--data", help="IXI-style or BIDS-style ARC test folder instead."),
     sigma: float = typer.Option(0.2, "--sigma", help="Denoising evaluation noise (z-scored units)."),
+    crop: int = typer.Option(
+        0, "--crop", help="Phantom: evaluate a central crop of N³ voxels (0: whole head)."
+    ),
 ) -> None:
     """Dice, HD95 (mm) and PSNR per contrast and site; Markdown table with the models side by side."""
     from training.evaluate import run_evaluate
 
-    result = run_evaluate(model, output, phantom=phantom, data=data, sigma=sigma)
+    result = run_evaluate(model, output, phantom=phantom, data=data, sigma=sigma, crop=crop)
     typer.echo(result["table"])
     typer.echo(f"written: {', '.join(result['paths'].values())}")
 
