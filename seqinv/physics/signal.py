@@ -17,6 +17,7 @@ from seqinv.physics.sequences import FLAIR, FSE, GRE, MP2RAGE, MPRAGE
 
 _HALF = (torch.float16, torch.bfloat16)
 _LUT_SIZE = 8192
+_CHUNK = 1 << 18  # voxels per slab for large no-grad volumes (cache-sized temporaries)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -134,30 +135,40 @@ def simulate(maps: QMRIMaps, sequence, receive=None) -> torch.Tensor:
 
     `receive` is a multiplicative gain (number or tensor broadcastable to the maps), 1 when None.
     """
-    out_dtype = maps.pd.dtype
-    work = _compute_dtype(out_dtype)
-
-    def get(t):
-        return t if t.dtype == work else t.to(work)
-
-    pd, r1 = get(maps.pd), get(maps.r1)
-    if isinstance(sequence, MPRAGE):
-        image = mprage_signal(pd, r1, get(maps.r2s), sequence)
-    elif isinstance(sequence, GRE):  # GRE and SPGR
-        image = gre_signal(pd, r1, get(maps.r2s), get(maps.mt), sequence)
-    elif isinstance(sequence, FSE):
-        image = fse_signal(pd, r1, get(maps.r2_or_derived()), sequence)
-    elif isinstance(sequence, FLAIR):
-        image = flair_signal(pd, r1, get(maps.r2_or_derived()), sequence)
-    elif isinstance(sequence, MP2RAGE):
-        return mp2rage_signal(pd, r1, sequence).to(out_dtype)  # the receive gain cancels in UNI
-    else:
+    if not isinstance(sequence, (FSE, GRE, FLAIR, MPRAGE, MP2RAGE)):
         raise ParameterError(
             f"cannot simulate {type(sequence).__name__}; use a seqinv.physics sequence (FSE, GRE, SPGR, "
             "FLAIR, MPRAGE, MP2RAGE)"
         )
-    if receive is not None:
-        image = image * (get(receive) if isinstance(receive, torch.Tensor) else receive)
+    tensors = [maps.pd, maps.r1, maps.r2s, maps.mt, maps.r2_or_derived()]
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    if needs_grad or maps.pd.numel() <= _CHUNK or not all(t.is_contiguous() for t in tensors):
+        image = _simulate(*tensors, sequence)
+    else:  # large volumes: slabs that stay in cache (about 2× faster on CPU than whole-volume temporaries)
+        image = torch.empty_like(maps.pd)
+        flat = [t.view(-1) for t in tensors]
+        for start in range(0, image.numel(), _CHUNK):
+            part = [t[start : start + _CHUNK] for t in flat]
+            image.view(-1)[start : start + _CHUNK] = _simulate(*part, sequence)
+    if receive is not None and not isinstance(sequence, MP2RAGE):  # the receive gain cancels in UNI
+        image = image * (receive.to(image.dtype) if isinstance(receive, torch.Tensor) else receive)
+    return image
+
+
+def _simulate(pd, r1, r2s, mt, r2, sequence) -> torch.Tensor:
+    out_dtype = pd.dtype
+    work = _compute_dtype(out_dtype)
+    pd, r1, r2s, mt, r2 = (t if t.dtype == work else t.to(work) for t in (pd, r1, r2s, mt, r2))
+    if isinstance(sequence, MPRAGE):
+        image = mprage_signal(pd, r1, r2s, sequence)
+    elif isinstance(sequence, GRE):  # GRE and SPGR
+        image = gre_signal(pd, r1, r2s, mt, sequence)
+    elif isinstance(sequence, FSE):
+        image = fse_signal(pd, r1, r2, sequence)
+    elif isinstance(sequence, FLAIR):
+        image = flair_signal(pd, r1, r2, sequence)
+    else:
+        image = mp2rage_signal(pd, r1, sequence)
     return image.to(out_dtype)
 
 
