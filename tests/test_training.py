@@ -246,3 +246,21 @@ def test_finetune_trains_only_the_decoder(tmp_path, monkeypatch):
     assert unet.config.labels == ["background", "csf", "gm", "wm"] and unet.config.spacing_mm == (1, 1, 1)
     assert unet.config.training["command"] == "seqinv train segment ..."
     assert np.isfinite(unet.config.training["metrics"]["final_loss"])
+
+
+def test_pretraining_reads_qmri_map_folders(tmp_path):
+    import nibabel as nib
+
+    from seqinv.models import SeqInvEncoder
+    from training.pretrain import run_pretrain
+
+    maps = sphere_subject(size=36).maps
+    for sub in ("sub-01", "sub-02"):
+        (tmp_path / "maps" / sub).mkdir(parents=True)
+        for key, name in (("pd", "PD"), ("r1", "R1"), ("r2s", "R2s"), ("mt", "MT")):
+            data = getattr(maps, key).numpy()
+            nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "maps" / sub / f"{name}.nii.gz")
+    opts = _tiny_options(tmp_path, phantom=False, maps=str(tmp_path / "maps"), steps=1)
+    run_pretrain(opts, show_progress=False)
+    record = SeqInvEncoder.from_pretrained(str(tmp_path / "run")).config.training
+    assert record["data"] == f"qMRI maps from {tmp_path / 'maps'}"

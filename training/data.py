@@ -126,17 +126,14 @@ def maps_pool(folder: str | Path) -> list[Subject]:
             f"qMRI folder {folder} does not exist; give a folder of PD/R1/R2s/MT maps or --phantom"
         )
     candidates = sorted(p for p in folder.iterdir() if p.is_dir()) or [folder]
-    subjects = []
+    subjects, errors = [], []
     for sub in candidates:
         try:
             subjects.append(Subject(name=sub.name, maps=load_maps(sub)))
-        except InputError:
-            if len(candidates) == 1:
-                raise
+        except InputError as err:  # other sub-folders (e.g. derivatives/) may hold no maps
+            errors.append(err)
     if not subjects:
-        raise InputError(
-            f"no qMRI map folders found under {folder}; expected sub-folders with PD/R1/R2s/MT maps"
-        )
+        raise InputError(f"no qMRI map folder could be read under {folder}; first problem: {errors[0]}")
     return subjects
 
 
