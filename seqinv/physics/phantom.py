@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from seqinv.physics.maps import QMRIMaps
 
+CLOSING_MM = 12.0  # gaps narrower than 2× this between brain parts hold skull-base tissue, not air
 HEAD_MAX_MM = 30.0  # shells never reach beyond this distance from the brain mask
 HELD_OUT_SEED = 152_2009  # never used for training phantoms; evaluation only
 PARAMS = ("pd", "r1", "r2s", "mt", "r2")
@@ -113,15 +114,29 @@ def _load_icbm152():
 
 @functools.lru_cache(maxsize=1)
 def _template():
-    """Template channels (CSF, GM, WM, deep-GM weight, mm outside the brain) as one tensor + affine."""
+    """Template channels (CSF, GM, WM, deep-GM weight, mm outside the brain, mm outside its closing)."""
     from scipy import ndimage
 
     gm, wm, mask, affine = _load_icbm152()
     gm, wm = gm * mask, wm * mask
     csf = np.clip(mask - gm - wm, 0.0, 1.0)  # nilearn ships no CSF map
     outside_mm = ndimage.distance_transform_edt(~mask).astype(np.float32)
-    channels = np.stack([csf, gm, wm, _deep_gm_weight(gm.shape, affine), outside_mm]).astype(np.float32)
+    deep = _deep_gm_weight(gm.shape, affine)
+    channels = np.stack([csf, gm, wm, deep, outside_mm, _closed_distance_mm(mask)]).astype(np.float32)
     return torch.from_numpy(channels), affine
+
+
+def _closed_distance_mm(mask: np.ndarray) -> np.ndarray:
+    """mm outside the brain mask closed by `CLOSING_MM` (fills the skull base between lobes), 2 mm grid."""
+    from scipy import ndimage
+
+    coarse = mask[::2, ::2, ::2]
+    dilated = ndimage.distance_transform_edt(~coarse) * 2.0 <= CLOSING_MM
+    closed = (ndimage.distance_transform_edt(dilated) * 2.0 > CLOSING_MM) | coarse
+    distance = torch.from_numpy((ndimage.distance_transform_edt(~closed) * 2.0).astype(np.float32))
+    return F.interpolate(distance[None, None], size=mask.shape, mode="trilinear", align_corners=True)[
+        0, 0
+    ].numpy()
 
 
 def _deep_gm_weight(shape, affine) -> np.ndarray:
@@ -206,25 +221,38 @@ def _column(values: dict[str, dict[str, float]], tissue: str) -> torch.Tensor:
 
 
 def _fill_head(maps, channels, values, rng, generator) -> None:
-    """Write the head tissues (shells) into `maps` (5, N) and grow the CSF rim into `channels` in place."""
-    csf, gm, wm, _, outside_mm = channels.view(5, -1)
-    band = torch.nonzero((outside_mm > 0) & (outside_mm <= HEAD_MAX_MM)).squeeze(1)
-    shape = channels.shape[1:]
-    noise = _smooth_noise(shape, (6, 7, 6), generator, channels=2).view(2, -1)[:, band]
-    depth = outside_mm[band] + 1.5 * noise[0]  # uneven shell thickness
+    """Write the head tissues into `maps` (5, N) and grow the CSF rim into `channels` in place.
+
+    Around the brain: a CSF rim. Inside the closed brain outline (skull base, between lobes): a smooth random
+    mix of bone, marrow, muscle and fat with air cells. Outside it: skull tables, marrow, scalp, skin.
+    """
+    csf, gm, wm, _, outside_mm, closed_mm = channels.view(channels.shape[0], -1)
+    band = torch.nonzero((outside_mm > 0) & (closed_mm <= HEAD_MAX_MM)).squeeze(1)
+    fields = _smooth_noise(channels.shape[1:], (6, 7, 6), generator, channels=7).view(7, -1)[:, band]
     free = (1.0 - csf[band] - gm[band] - wm[band]).clamp_(0.0, 1.0)
     edge = rng.uniform(*CSF_RIM_MM)
+    csf[band] += (1.0 - _soft_step(outside_mm[band], edge)) * free  # the rim joins the brain's CSF class
+    depth = closed_mm[band] + 1.5 * fields[0]  # uneven shell thickness
     previous = _soft_step(depth, edge)
-    csf[band] += (1.0 - previous) * free  # the rim belongs to the brain's CSF class
-    muscle = (0.4 + 0.6 * noise[1]).clamp_(0.0, 1.0)  # scalp: smooth mix of fat and muscle
+    head = _filler(values, fields[2:]) * (1.0 - previous)
+    muscle = (0.4 + 0.6 * fields[1]).clamp_(0.0, 1.0)  # scalp: smooth mix of fat and muscle
     scalp = _column(values, "fat") + (_column(values, "muscle") - _column(values, "fat")) * muscle
-    head = _column(values, SHELLS[0][0]) * (1.0 - previous)  # rim part: only seen through partial volume
     for tissue, (low, high) in SHELLS:  # membership = step(inner edge) − step(outer edge)
         edge += rng.uniform(low, high)
         beyond = _soft_step(depth, edge)
         head += (scalp if tissue == "scalp" else _column(values, tissue)) * (previous - beyond)
         previous = beyond
     maps[:, band] = head + _column(values, "air") * previous
+
+
+def _filler(values, fields) -> torch.Tensor:
+    """Skull-base tissue: softmax mix of bone, marrow, muscle, fat from smooth fields, with air cells."""
+    weights = torch.softmax(3.0 * fields[:4], dim=0)
+    mix = sum(
+        _column(values, t) * w for t, w in zip(("bone", "marrow", "muscle", "fat"), weights, strict=True)
+    )
+    air = ((fields[4] - 1.0) * 2.0).clamp_(0.0, 1.0)  # sinuses / mastoid air where the field is high
+    return mix + (_column(values, "air") - mix) * air
 
 
 def _box(shape, affine, centre_mm, half_mm):
@@ -293,7 +321,7 @@ def make_phantom(seed: int, *, deform: bool = True, lesion: bool = False, head: 
     if head:
         _fill_head(maps, channels, values, rng, generator)
         _add_eyes(maps.view(-1, *shape), affine, values, rng)
-    csf, gm, wm, deep, _ = channels.view(5, -1)
+    csf, gm, wm, deep = channels.view(channels.shape[0], -1)[:4]
     brain = csf + gm + wm
     inside = torch.nonzero(brain > 0).squeeze(1)
     probs = torch.stack([csf[inside], gm[inside], wm[inside]])

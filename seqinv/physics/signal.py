@@ -142,7 +142,8 @@ def simulate(maps: QMRIMaps, sequence, receive=None) -> torch.Tensor:
         )
     tensors = [maps.pd, maps.r1, maps.r2s, maps.mt, maps.r2_or_derived()]
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    if needs_grad or maps.pd.numel() <= _CHUNK or not all(t.is_contiguous() for t in tensors):
+    small = maps.pd.numel() <= _CHUNK or maps.pd.device.type != "cpu"
+    if needs_grad or small or not all(t.is_contiguous() for t in tensors):
         image = _simulate(*tensors, sequence)
     else:  # large volumes: slabs that stay in cache (about 2× faster on CPU than whole-volume temporaries)
         image = torch.empty_like(maps.pd)
