@@ -20,12 +20,38 @@ from seqinv.models.hub import HubMixin
 DOWNSAMPLE = 16
 
 
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d that always takes oneDNN's kernel for float32 on CPU.
+
+    Measured on an AVX2 CPU with torch 2.13 in inference mode: PyTorch's dispatcher sends channel-expanding
+    3×3×3 convs (1→8, 8→16, 16→32) to the naive `slow_conv3d` kernel, 10–17× slower than oneDNN
+    (1→8 at 96³: 670 ms vs 39 ms). Same weights and state-dict names; results agree to float rounding.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _use_onednn(x):
+            return torch.ops.aten.mkldnn_convolution(
+                x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
+            )
+        return super().forward(x)
+
+
+def _use_onednn(x: torch.Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
 class ConvBlock(nn.Module):
     """3×3×3 conv → instance norm (no affine) → dropout → GELU."""
 
     def __init__(self, in_channels: int, out_channels: int, dropout: float):
         super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.conv = Conv3d(in_channels, out_channels, kernel_size=3, padding=1)
         self.norm = nn.InstanceNorm3d(out_channels, affine=False)
         self.drop = nn.Dropout(dropout)
         self.act = nn.GELU()
