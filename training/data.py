@@ -78,7 +78,10 @@ def load_phantom(seed: int, *, lesion: bool, cache_dir: Path | None) -> Subject:
 
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"phantom_{seed}_{'lesion' if lesion else 'plain'}.pt"
+        from seqinv.physics.phantom import PHANTOM_VERSION
+
+        # the version keys the cache: a changed head model must not reuse old phantoms
+        path = Path(cache_dir) / f"phantom_v{PHANTOM_VERSION}_{seed}_{'lesion' if lesion else 'plain'}.pt"
         if path.exists():
             try:
                 return torch.load(path, weights_only=False)

@@ -77,19 +77,19 @@ PUBLISHED: dict[str, PublishedModel] = {
         _entry(
             "seqinv",
             "encoder",
-            "seqinv-small-encoder",
+            "seqinv-mini-encoder",
             "SeqInv encoder: two different simulated sequences per pair",
         ),
-        _entry("seqaug", "encoder", "seqaug-small-encoder", "SeqAug encoder: one random sequence per pair"),
-        _entry("base", "encoder", "base-small-encoder", "Base encoder: MPRAGE-like views only"),
+        _entry("seqaug", "encoder", "seqaug-mini-encoder", "SeqAug encoder: one random sequence per pair"),
+        _entry("base", "encoder", "base-mini-encoder", "Base encoder: MPRAGE-like views only"),
         _entry(
-            "ixi", "task", "seqinv-small-ixi", "tissue segmentation (background, CSF, GM, WM), any contrast"
+            "ixi", "task", "seqinv-mini-ixi", "tissue segmentation (background, CSF, GM, WM), any contrast"
         ),
-        _entry("arc", "task", "seqinv-small-arc", "stroke lesion segmentation (background, lesion)"),
+        _entry("arc", "task", "seqinv-mini-arc", "stroke lesion segmentation (background, lesion)"),
         _entry(
             "denoise",
             "task",
-            "seqinv-small-denoise",
+            "seqinv-mini-denoise",
             "denoising (predicts the noise; output = input - noise)",
         ),
     )
