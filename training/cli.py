@@ -22,7 +22,7 @@ HELP = {
     "maps": "Folder of qMRI maps (PD, R1, R2s, MT, optional R2), or of one such sub-folder per subject.",
     "data": "IXI-style folder (task ixi/denoise) or BIDS-style ARC folder (task arc); see docs/training.md.",
     "phantoms": "Number of phantoms in the training pool (built once, cached on disk).",
-    "preset": "Encoder size: tiny (tests), small (CPU), paper (40.6 M parameters).",
+    "preset": "Encoder size: tiny (tests), mini (bundled CPU models, 0.9 M), small (3.5 M), paper (40.6 M).",
     "patch_size": "Cubic patch edge in voxels (1 mm); a multiple of 16, >= 32.",
     "batch_size": "Samples (pretraining: view pairs) per step and per process.",
     "steps": "Optimisation steps.",
@@ -149,6 +149,7 @@ def _make_command(cls, sub: str, runner, fixed: dict | None = None, hidden: set[
 
 
 def _pretrain(opts, command: str) -> None:
+    opts.validate()  # bad options fail before torch is imported
     from training.pretrain import run_pretrain
 
     result = run_pretrain(opts, command=command)
@@ -156,6 +157,7 @@ def _pretrain(opts, command: str) -> None:
 
 
 def _finetune(opts, command: str) -> None:
+    opts.validate()
     from training.finetune import run_finetune
 
     result = run_finetune(opts, command=command)
@@ -163,8 +165,7 @@ def _finetune(opts, command: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from training.finetune import FinetuneOptions
-    from training.pretrain import PretrainOptions
+    from training.options import FinetuneOptions, PretrainOptions  # torch-free: --help stays fast
 
     train = typer.Typer(
         help="Pretrain encoders and fine-tune heads (physics-simulated data or your own).",

@@ -26,11 +26,9 @@ from training.augment import (
     spatial_transforms,
     zscore,
 )
+from training.options import LESION_LABELS, STRATEGIES, TISSUE_LABELS  # noqa: F401 (re-exported)
 
-STRATEGIES = ("base", "seqaug", "seqinv")
 PHANTOM_FIRST_SEED = 1000
-TISSUE_LABELS = ["background", "csf", "gm", "wm"]
-LESION_LABELS = ["background", "lesion"]
 
 
 @dataclass

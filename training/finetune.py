@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -12,8 +11,6 @@ import torch
 from training import loop
 from training.augment import AugmentConfig
 from training.data import (
-    LESION_LABELS,
-    TISSUE_LABELS,
     NoiseConfig,
     PatchDataset,
     PatchMaker,
@@ -23,66 +20,8 @@ from training.data import (
 )
 from training.distributed import DistInfo, setup, teardown
 from training.losses import dice_ce
-from training.pretrain import check_patch, timing_summary
-
-TASKS = ("ixi", "arc", "denoise")
-
-
-@dataclass
-class FinetuneOptions:
-    """Every option of `seqinv train segment|denoise` (also the keys of a TOML config file)."""
-
-    output: str = ""
-    encoder: str = ""  # folder, Hub repo id or registry name of a SeqInvEncoder (or a U-Net's encoder)
-    task: str = "ixi"  # ixi | arc | denoise
-    phantom: bool = False
-    data: str = ""  # IXI-style or BIDS-style ARC folder (see docs/training.md)
-    phantoms: int = 16
-    label_fraction: float = 100.0
-    patch_size: int = 64
-    batch_size: int = 2
-    steps: int = 1000
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    class_weights: str = ""  # comma-separated, one per class
-    sigma_min: float = 0.05
-    sigma_max: float = 0.4
-    rician_prob: float = 0.5
-    precision: str = "auto"
-    threads: int = 0
-    workers: int = 0
-    seed: int = 0
-    checkpoint_every: int = 500
-    resume: bool = False
-    device: str = "auto"
-    name: str = ""
-    cache_dir: str = ""
-
-    def validate(self) -> None:
-        from seqinv.errors import ParameterError
-
-        if not self.output:
-            raise ParameterError("--output is required: the folder that receives the model and checkpoints/")
-        if not self.encoder:
-            raise ParameterError(
-                "--encoder is required: a pretrained encoder folder, Hub repo id or model name"
-            )
-        if self.task not in TASKS:
-            raise ParameterError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
-        if self.phantom == bool(self.data):
-            raise ParameterError("give exactly one data source: --phantom or --data FOLDER")
-        check_patch(self.patch_size)
-        for name in ("batch_size", "steps", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
-        if not 0 <= self.sigma_min <= self.sigma_max:
-            raise ParameterError(
-                f"noise range [{self.sigma_min}, {self.sigma_max}]: need 0 <= --sigma-min <= --sigma-max"
-            )
-
-    @property
-    def labels(self) -> list[str]:
-        return {"ixi": TISSUE_LABELS, "arc": LESION_LABELS}.get(self.task, [])
+from training.options import TASKS, FinetuneOptions, check_patch  # noqa: F401 (re-exported)
+from training.pretrain import timing_summary
 
 
 def parse_class_weights(text: str, n_classes: int) -> torch.Tensor | None:

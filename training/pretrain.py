@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,66 +12,9 @@ from torch import nn
 
 from training import loop
 from training.augment import AugmentConfig
-from training.data import STRATEGIES, PretrainDataset, ViewMaker, default_cache_dir, maps_pool, phantom_pool
+from training.data import PretrainDataset, ViewMaker, default_cache_dir, maps_pool, phantom_pool
 from training.distributed import DistInfo, global_nt_xent, setup, teardown
-
-
-@dataclass
-class PretrainOptions:
-    """Every option of `seqinv train pretrain` (also the keys of a TOML config file)."""
-
-    output: str = ""
-    strategy: str = "seqinv"
-    phantom: bool = False
-    maps: str = ""  # folder of qMRI subjects (instead of --phantom)
-    phantoms: int = 16  # size of the phantom pool
-    preset: str = "small"
-    patch_size: int = 64
-    batch_size: int = 4
-    steps: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    temperature: float = 0.5
-    clip: float = 12.0
-    precision: str = "auto"
-    threads: int = 0  # 0: torch default
-    workers: int = 0
-    seed: int = 0
-    checkpoint_every: int = 500
-    resume: bool = False
-    elastic: bool = False
-    device: str = "auto"
-    name: str = ""
-    cache_dir: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        from seqinv.errors import ParameterError
-
-        if not self.output:
-            raise ParameterError(
-                "--output is required: the folder that receives the encoder and checkpoints/"
-            )
-        if self.strategy not in STRATEGIES:
-            raise ParameterError(f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if self.phantom == bool(self.maps):
-            raise ParameterError("give exactly one data source: --phantom or --maps FOLDER (qMRI maps)")
-        check_patch(self.patch_size)
-        for name in ("batch_size", "steps", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
-        if self.batch_size < 2:
-            raise ParameterError(f"--batch-size {self.batch_size}: NT-Xent needs >= 2 pairs for negatives")
-
-
-def check_patch(patch_size: int) -> None:
-    from seqinv.errors import ParameterError
-
-    if patch_size < 32 or patch_size % 16:
-        raise ParameterError(
-            f"--patch-size {patch_size}: must be a multiple of 16 and >= 32 (the encoder halves 4 times); "
-            "e.g. 64 or 96"
-        )
+from training.options import STRATEGIES, PretrainOptions, check_patch  # noqa: F401 (re-exported)
 
 
 class PretrainNet(nn.Module):

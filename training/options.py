@@ -1,0 +1,128 @@
+"""Options of `seqinv train pretrain|segment|denoise` (also the keys of the TOML config files).
+
+Torch-free on purpose: the CLI reads these dataclasses at registration, and `seqinv --help` must stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STRATEGIES = ("base", "seqaug", "seqinv")
+TASKS = ("ixi", "arc", "denoise")
+TISSUE_LABELS = ["background", "csf", "gm", "wm"]
+LESION_LABELS = ["background", "lesion"]
+
+
+@dataclass
+class PretrainOptions:
+    """Every option of `seqinv train pretrain` (also the keys of a TOML config file)."""
+
+    output: str = ""
+    strategy: str = "seqinv"
+    phantom: bool = False
+    maps: str = ""  # folder of qMRI subjects (instead of --phantom)
+    phantoms: int = 16  # size of the phantom pool
+    preset: str = "small"
+    patch_size: int = 64
+    batch_size: int = 4
+    steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    temperature: float = 0.5
+    clip: float = 12.0
+    precision: str = "auto"
+    threads: int = 0  # 0: torch default
+    workers: int = 0
+    seed: int = 0
+    checkpoint_every: int = 500
+    resume: bool = False
+    elastic: bool = False
+    device: str = "auto"
+    name: str = ""
+    cache_dir: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from seqinv.errors import ParameterError
+
+        if not self.output:
+            raise ParameterError(
+                "--output is required: the folder that receives the encoder and checkpoints/"
+            )
+        if self.strategy not in STRATEGIES:
+            raise ParameterError(f"--strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.phantom == bool(self.maps):
+            raise ParameterError("give exactly one data source: --phantom or --maps FOLDER (qMRI maps)")
+        check_patch(self.patch_size)
+        for name in ("batch_size", "steps", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if self.batch_size < 2:
+            raise ParameterError(f"--batch-size {self.batch_size}: NT-Xent needs >= 2 pairs for negatives")
+
+
+def check_patch(patch_size: int) -> None:
+    from seqinv.errors import ParameterError
+
+    if patch_size < 32 or patch_size % 16:
+        raise ParameterError(
+            f"--patch-size {patch_size}: must be a multiple of 16 and >= 32 (the encoder halves 4 times); "
+            "e.g. 64 or 96"
+        )
+
+
+@dataclass
+class FinetuneOptions:
+    """Every option of `seqinv train segment|denoise` (also the keys of a TOML config file)."""
+
+    output: str = ""
+    encoder: str = ""  # folder, Hub repo id or registry name of a SeqInvEncoder (or a U-Net's encoder)
+    task: str = "ixi"  # ixi | arc | denoise
+    phantom: bool = False
+    data: str = ""  # IXI-style or BIDS-style ARC folder (see docs/training.md)
+    phantoms: int = 16
+    label_fraction: float = 100.0
+    patch_size: int = 64
+    batch_size: int = 2
+    steps: int = 1000
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    class_weights: str = ""  # comma-separated, one per class
+    sigma_min: float = 0.05
+    sigma_max: float = 0.4
+    rician_prob: float = 0.5
+    precision: str = "auto"
+    threads: int = 0
+    workers: int = 0
+    seed: int = 0
+    checkpoint_every: int = 500
+    resume: bool = False
+    device: str = "auto"
+    name: str = ""
+    cache_dir: str = ""
+
+    def validate(self) -> None:
+        from seqinv.errors import ParameterError
+
+        if not self.output:
+            raise ParameterError("--output is required: the folder that receives the model and checkpoints/")
+        if not self.encoder:
+            raise ParameterError(
+                "--encoder is required: a pretrained encoder folder, Hub repo id or model name"
+            )
+        if self.task not in TASKS:
+            raise ParameterError(f"--task {self.task!r} is not one of {', '.join(TASKS)}")
+        if self.phantom == bool(self.data):
+            raise ParameterError("give exactly one data source: --phantom or --data FOLDER")
+        check_patch(self.patch_size)
+        for name in ("batch_size", "steps", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if not 0 <= self.sigma_min <= self.sigma_max:
+            raise ParameterError(
+                f"noise range [{self.sigma_min}, {self.sigma_max}]: need 0 <= --sigma-min <= --sigma-max"
+            )
+
+    @property
+    def labels(self) -> list[str]:
+        return {"ixi": TISSUE_LABELS, "arc": LESION_LABELS}.get(self.task, [])
