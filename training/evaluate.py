@@ -79,78 +79,87 @@ def psnr_pair(clean: torch.Tensor, estimate: torch.Tensor) -> dict[str, float]:
 # --- running models -------------------------------------------------------------------------------------
 
 
-def predict(model, image: torch.Tensor, patch_size, overlap: float = 0.5) -> torch.Tensor:
-    """Whole-volume output (C, D, H, W) by Gaussian-blended sliding windows (SPEC §5)."""
-    from monai.inferers import sliding_window_inference
-
-    model.eval()
-    with torch.inference_mode():
-        out = sliding_window_inference(
-            image[None, None].float(),
-            roi_size=tuple(patch_size),
-            sw_batch_size=1,
-            predictor=model,
-            overlap=overlap,
-            mode="gaussian",
-            padding_mode="constant",
-            cval=float(image.min()),
-        )
-    return out[0].as_tensor() if hasattr(out[0], "as_tensor") else out[0]
-
-
 @dataclass
 class EvalCase:
-    """One evaluation image: normalised to [0, 1] and 1 mm, with its reference."""
+    """One evaluation image (normalised to [0, 1]) with its reference on the same grid.
+
+    `affine` is voxel → RAS mm (identity: 1 mm voxels); it sets the HD95 spacing and lets the inference
+    preprocessing reorient/resample exactly as for a user's scan.
+    """
 
     subject: str
     contrast: str
     site: str
     image: torch.Tensor
     labels: torch.Tensor | None = None
+    affine: np.ndarray | None = None
+
+    def volume(self, data: torch.Tensor):
+        from seqinv.io import Volume
+
+        affine = np.eye(4) if self.affine is None else np.asarray(self.affine, dtype=float)
+        return Volume(np.ascontiguousarray(data.float().numpy()), affine)
 
 
 def phantom_cases(task: str, crop: int = 0) -> list[EvalCase]:
-    """The held-out phantom simulated with the four fixed protocols; `crop` > 0 keeps a central crop³
-    around the brain's centre (quick checks) instead of the whole head."""
+    """The held-out phantom (`HELD_OUT_SEED`, deformed, never used for training) simulated with the four
+    fixed protocols; `crop` > 0 keeps a central crop³ around the brain's centre (quick checks) instead of
+    the whole head."""
     from seqinv.physics import simulate
     from seqinv.physics.phantom import HELD_OUT_SEED, make_phantom
 
     phantom = make_phantom(HELD_OUT_SEED, deform=True, lesion=task == "arc", head=True)
     labels = torch.as_tensor(np.asarray(phantom.labels))
     reference = torch.as_tensor(np.asarray(phantom.lesion)) if task == "arc" else labels
-    maps = phantom.maps
+    maps, affine = phantom.maps, np.asarray(phantom.affine, dtype=float)
     if crop > 0:
         centre = (labels > 0).nonzero().float().mean(0).round().long().tolist()
         box = tuple(slice(max(0, c - crop // 2), max(0, c - crop // 2) + crop) for c in centre)
         maps, reference = maps.crop(box), reference[box]
+        shift = np.eye(4)
+        shift[:3, 3] = [b.start for b in box]
+        affine = affine @ shift
     cases = []
     for contrast, sequence in phantom_protocols().items():
         image = percentile_rescale(torch.nan_to_num(simulate(maps, sequence).float()))
-        cases.append(EvalCase(f"phantom-{HELD_OUT_SEED}", contrast, "phantom", image, reference))
+        cases.append(EvalCase(f"phantom-{HELD_OUT_SEED}", contrast, "phantom", image, reference, affine))
     return cases
 
 
 def evaluate_model(model, cases: Iterable[EvalCase], sigma: float = EVAL_SIGMA, seed: int = 0) -> list[dict]:
-    """Rows of (subject, contrast, site, metric, class, value) for one model."""
+    """Rows of (subject, contrast, site, metric, class, value) for one model.
+
+    Whole volumes go through `seqinv.inference` (`segment_volume` / `denoise_volume`: the preprocessing,
+    Gaussian-blended sliding window with overlap 0.5 and the model's patch size, and the mapping back to
+    the case's grid) so the scores are those of the code users run.
+    """
+    from seqinv.inference import InferenceSettings, denoise_volume, segment_volume
+    from seqinv.io import voxel_sizes
+
     config = model.config
+    settings = InferenceSettings(overlap=0.5)
     rows = []
     for case in cases:
-        image = zscore(case.image)
         base = {"subject": case.subject, "contrast": case.contrast, "site": case.site}
         if config.task == "denoise":
+            # the paper's convention: Gaussian noise of std sigma on the z-scored image
+            image = zscore(case.image)
             g = torch.Generator().manual_seed(seed)
             noisy = image + sigma * torch.randn(image.shape, generator=g)
-            denoised = noisy - predict(model, noisy, config.patch_size)[0]
+            result = denoise_volume(case.volume(noisy), model, settings, sigma=sigma)
+            denoised = torch.from_numpy(result.image)
             for name, value in psnr_pair(image, noisy).items():
                 rows.append({**base, "metric": f"input_{name}", "class": "", "value": value})
             for name, value in psnr_pair(image, denoised).items():
                 rows.append({**base, "metric": name, "class": "", "value": value})
             continue
-        pred = predict(model, image, config.patch_size).argmax(0)
+        volume = case.volume(case.image)
+        pred = torch.from_numpy(segment_volume(volume, model, settings).labels.astype(np.int64))
         truth = case.labels.long()
         for name, value in dice_per_class(pred, truth, config.labels).items():
             rows.append({**base, "metric": "dice", "class": name, "value": value})
-        for name, value in hd95_per_class(pred, truth, config.labels, config.spacing_mm).items():
+        spacing_mm = voxel_sizes(volume.affine).tolist()
+        for name, value in hd95_per_class(pred, truth, config.labels, spacing_mm).items():
             rows.append({**base, "metric": "hd95_mm", "class": name, "value": value})
     return rows
 
@@ -175,9 +184,20 @@ def summarise(rows: list[dict]) -> list[dict]:
     ]
 
 
+CONTRAST_ORDER = ("T1w", "T2w", "PDw", "FLAIR")
+METRIC_ORDER = ("dice", "hd95_mm", "psnr_l1_db", "psnr_range_db", "input_psnr_l1_db", "input_psnr_range_db")
+
+
+def _row_order(key: tuple[str, str, str, str]) -> tuple:
+    task, contrast, site, metric = key
+    rank = lambda order, v: (order.index(v), "") if v in order else (len(order), v)  # noqa: E731
+    return (task, rank(CONTRAST_ORDER, contrast), site, rank(METRIC_ORDER, metric))
+
+
 def markdown_table(summary: list[dict], model_order: list[str]) -> str:
-    """Rows (task, contrast, site, metric); one column per model, in the paper's order."""
-    keys = sorted({(s["task"], s["contrast"], s["site"], s["metric"]) for s in summary})
+    """The paper's shape: one row per (task, contrast, site, metric), contrasts in protocol order
+    (T1w, T2w, PDw, FLAIR, then others), one column per model in the given order (Base / SeqAug / SeqInv)."""
+    keys = sorted({(s["task"], s["contrast"], s["site"], s["metric"]) for s in summary}, key=_row_order)
     value = {(s["model"], s["task"], s["contrast"], s["site"], s["metric"]): s["value"] for s in summary}
     lines = [
         "| task | contrast | site | metric | " + " | ".join(model_order) + " |",
