@@ -10,11 +10,13 @@ z-score with the mean/std of the head, i.e. the voxels > 0). Noise of std σ in 
 Gaussian to the z-scored image (the paper's setting), or Rician to the [0, 1] magnitude image with std σ·std
 (the same σ in z units) before the same z-transform. Then:
   - seqinv: `seqinv.inference.denoise_volume` with the known σ (what `seqinv denoise --sigma` runs);
-  - nlmeans: `dipy.denoise.nlmeans.nlmeans` (its default blockwise method, `rician` matching the noise);
+  - nlmeans: `dipy.denoise.nlmeans.nlmeans` (its default blockwise method, `rician` matching the noise;
+    Gaussian-noise images are shifted to positive values first, as dipy clips negatives);
   - bm4d: `bm4d.bm4d(z, sigma_psd=σ)` (all stages; about 20 s per 48³ on one core, so the whole head takes
     tens of minutes per run: use `--crop`, `--runs 1` or `--bm4d-stages hard` on small CPUs).
 The baselines run on the magnitude ([0, 1]) image with σ in those units (NLM's block pre-selection and its
-Rician correction assume magnitude data); their outputs are mapped back with the same z-transform.
+Rician correction assume magnitude data); their outputs are mapped back with the same z-transform. BM4D
+assumes Gaussian noise: its Rician rows show the bias a Gaussian denoiser leaves on magnitude data.
 
 Metrics on the whole (cropped) volume against the clean z-scored image: PSNR with L = 1 (the paper's: the
 noisy input scores 20·log10(1/σ) ≈ 14 dB), PSNR with L = the clean image's range, SSIM (MONAI, 3D Gaussian
@@ -122,10 +124,14 @@ def nlmeans_method(threads: int) -> Callable:
 
     def run(noisy_z, image, noise, sigma):
         magnitude = noisy_z * image.std + image.mean
+        rician = noise == "rician"
+        # dipy clips negative values (and its pre-selection divides means), so Gaussian-noise images are
+        # shifted to >= 1 first (measured: +8 dB on a phantom with air); Rician data needs its true zero
+        offset = 0.0 if rician else 1.0 - min(float(magnitude.min()), 0.0)
         out = nlmeans(
-            magnitude.astype(np.float32), sigma * image.std, rician=noise == "rician", num_threads=threads
+            (magnitude + offset).astype(np.float32), sigma * image.std, rician=rician, num_threads=threads
         )
-        return (out - image.mean) / image.std
+        return (out - offset - image.mean) / image.std
 
     return run
 

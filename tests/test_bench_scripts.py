@@ -1,0 +1,161 @@
+"""The evaluation scripts in benchmarks/ run on a tiny random model and report sane, checkable figures."""
+
+import csv
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from seqinv.errors import InputError, ParameterError
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["background", "CSF", "GM", "WM"]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from seqinv.models import ModelConfig, SeqInvUNet
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("models")
+    common = {"arch": "unet", "patch_size": (16, 16, 16)}
+    seg = ModelConfig.from_preset("tiny", task="segment", out_channels=4, labels=LABELS, **common)
+    den = ModelConfig.from_preset("tiny", task="denoise", training={"noise_std": 0.2}, **common)
+    SeqInvUNet(seg).save_pretrained(root / "ixi")
+    SeqInvUNet(den).save_pretrained(root / "den")
+    return root
+
+
+def ball_maps(n=20):
+    """Air around a WM ball with a GM rim and a CSF core (smooth edges), 1 mm."""
+    from seqinv.physics import QMRIMaps
+
+    axes = [torch.arange(n) - n / 2] * 3
+    r = torch.linalg.vector_norm(torch.stack(torch.meshgrid(*axes, indexing="ij")), dim=0) / (n / 20)
+    inside, core, wm = [torch.sigmoid(2 * (edge - r)) for edge in (8.0, 3.0, 6.0)]
+    gm = inside - wm
+    wm = wm - core
+
+    def mix(csf, g, w):
+        return csf * core + g * gm + w * wm
+
+    return QMRIMaps(pd=mix(98, 80, 69), r1=mix(0.25, 0.6, 1.0), r2s=mix(3, 16, 21), mt=mix(0.1, 0.8, 1.6))
+
+
+def run_bench(monkeypatch, n, *args):
+    bench = load_script("bench_denoise_baselines")
+    monkeypatch.setattr(bench, "load_maps", lambda seed, crop: (ball_maps(n), np.eye(4)))
+    rows = bench.main(["--contrasts", "T1w", "--runs", "1", "--threads", "1", *map(str, args)])
+    return {(r["noise"], r["method"]): r for r in rows}, rows
+
+
+def test_denoise_benchmark_reports_the_noise_floor_and_consistent_psnr(models, tmp_path, monkeypatch, capsys):
+    out_csv = tmp_path / "denoise.csv"
+    by, rows = run_bench(
+        monkeypatch, 20, "--model", models / "den", "--methods", "seqinv,nlmeans", "--csv", out_csv
+    )
+    printed = capsys.readouterr().out
+    assert "| noise | contrast | method | PSNR L=1 (dB) | PSNR L=range (dB) | SSIM | time (s) |" in printed
+    assert set(by) == {(n, m) for n in ("gaussian", "rician") for m in ("input", "seqinv", "nlmeans")}
+    # Gaussian noise of std 0.2 on z-scored images: PSNR(L=1) = 20 log10(1 / 0.2) = 13.98 dB
+    assert by["gaussian", "input"]["psnr_l1_db"] == pytest.approx(13.98, abs=0.15)
+    # PSNR(L=range) - PSNR(L=1) = 20 log10(range of the clean image), the same for every row
+    offsets = {round(r["psnr_range_db"] - r["psnr_l1_db"], 6) for r in rows}
+    assert len(offsets) == 1 and next(iter(offsets)) > 0
+    for noise in ("gaussian", "rician"):  # a real denoiser beats the noisy input on a smooth phantom
+        assert by[noise, "nlmeans"]["psnr_l1_db"] > by[noise, "input"]["psnr_l1_db"] + 4
+        assert by[noise, "nlmeans"]["ssim"] > by[noise, "input"]["ssim"]
+        assert by[noise, "seqinv"]["time_s"] > 0
+    assert all(math.isfinite(r["psnr_l1_db"]) and -1 <= r["ssim"] <= 1 for r in rows)
+    with open(out_csv) as f:
+        assert len(list(csv.DictReader(f))) == len(rows) == 6
+
+
+def test_bm4d_baseline_denoises(monkeypatch, capsys):
+    by, _ = run_bench(monkeypatch, 12, "--methods", "bm4d", "--noise", "gaussian", "--bm4d-stages", "hard")
+    assert by["gaussian", "bm4d"]["psnr_l1_db"] > by["gaussian", "input"]["psnr_l1_db"] + 4
+
+
+def test_denoise_benchmark_rejects_unknown_methods_and_bad_sigma():
+    bench = load_script("bench_denoise_baselines")
+    with pytest.raises(ParameterError, match="--methods 'seqinv,foo'.*nlmeans"):
+        bench.parse_args(["--methods", "seqinv,foo"])
+    with pytest.raises(ParameterError, match="--sigma 0.0 must be > 0"):
+        bench.parse_args(["--sigma", "0"])
+
+
+def test_reference_rule_is_the_phantom_argmax_inside_the_mask():
+    icbm = load_script("eval_icbm152")
+    #               GM    WM    (CSF = 1 - GM - WM inside the mask)
+    gm = np.array([0.7, 0.2, 0.4, 0.1, 0.3, 0.9])
+    wm = np.array([0.2, 0.7, 0.4, 0.1, 0.3, 0.1])
+    mask = np.array([1, 1, 1, 1, 1, 0])
+    assert icbm.reference_labels(gm, wm, mask).tolist() == [2, 3, 3, 1, 1, 0]  # GM/WM tie -> WM
+    # with p >= 0.5, voxels whose largest tissue probability is 0.4 become background
+    assert icbm.reference_labels(gm, wm, mask, 0.5).tolist() == [2, 3, 0, 1, 0, 0]
+
+
+def test_icbm152_template_table(models, tmp_path, capsys):
+    icbm = load_script("eval_icbm152")
+    table = icbm.main(
+        [
+            "--model",
+            str(models / "ixi"),
+            "--crop",
+            "24",
+            "--threads",
+            "1",
+            "--csv",
+            str(tmp_path / "icbm.csv"),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "skull-stripped" in printed and "| class | Dice % (argmax) | Dice % (p≥0.5) |" in printed
+    rows = table["argmax"]
+    assert [r["class"] for r in rows] == ["CSF", "GM", "WM"]
+    # a 24³ crop at the brain's centre lies inside the brain mask: every voxel is CSF, GM or WM (1 mm³)
+    assert sum(r["ref_ml"] for r in rows) == pytest.approx(24**3 / 1000)
+    assert sum(r["pred_ml"] for r in rows) <= 24**3 / 1000 + 1e-9
+    assert all(0 <= r["dice"] <= 1 for rule in table.values() for r in rule)
+
+
+def test_own_scan_scored_against_its_own_prediction_is_perfect(models, tmp_path, capsys):
+    from seqinv.inference import segment
+
+    icbm = load_script("eval_icbm152")
+    affine = np.diag([1.0, 1.2, 0.9, 1.0])
+    data = (np.random.default_rng(0).random((18, 20, 16)) * 100).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "t1.nii.gz")
+    labels = segment(tmp_path / "t1.nii.gz", task="ixi", model=models / "ixi", threads=1).labels
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "dseg.nii.gz")
+    table = icbm.main(
+        [
+            "--model",
+            str(models / "ixi"),
+            "--image",
+            str(tmp_path / "t1.nii.gz"),
+            "--labels",
+            str(tmp_path / "dseg.nii.gz"),
+            "--threads",
+            "1",
+            "--no-hd95",
+        ]
+    )
+    assert [r["dice"] for r in table["given"]] == [1.0, 1.0, 1.0]
+    assert "| mean | 100.0 |" in capsys.readouterr().out
+    nib.save(nib.Nifti1Image(labels[:-1], affine), tmp_path / "small.nii.gz")
+    with pytest.raises(InputError, match="resample the labels onto the image's grid"):
+        icbm.load_user_case(str(tmp_path / "t1.nii.gz"), str(tmp_path / "small.nii.gz"))
