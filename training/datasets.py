@@ -6,7 +6,8 @@ IXI-style (task ixi / denoise):
 BIDS-style ARC (task arc):
     DIR/sub-*/ses-*/anat/sub-*_ses-*_<T1w|T2w|FLAIR>.nii.gz
     DIR/derivatives/**/sub-*/ses-*/**/*lesion*mask*.nii.gz   (0/1 lesion mask on the image's grid)
-Images are reoriented to RAS and resampled to 1 mm (labels with nearest neighbour).
+Volumes are read with `seqinv.io.read_volume` and brought to the 1 mm RAS grid of `seqinv.preprocess` (as at
+inference); labels follow their image by their affines (nearest neighbour).
 """
 
 from __future__ import annotations
@@ -28,37 +29,45 @@ def _stem(path: Path) -> str:
     return NIFTI.sub("", path.name)
 
 
-def read_ras_1mm(path: Path, *, labels: bool = False) -> np.ndarray:
-    """A NIfTI volume reoriented to RAS and resampled to 1 mm isotropic."""
-    import nibabel as nib
+def read_ras_1mm(path: Path):
+    """A volume (any format `seqinv.io.read_volume` reads) on the 1 mm RAS grid of `seqinv.preprocess`.
+
+    Returns (float32 array, record); `record.grid_affine` is the array's voxel → RAS mm affine. Axis-aligned
+    1 mm inputs are only reoriented (exact); others are resampled trilinearly, as at inference.
+    """
+    from seqinv.io import read_volume
+    from seqinv.preprocess import Preprocessor
+
+    grid, record = Preprocessor(None, crop=False).to_grid(read_volume(path))  # None: 1 mm, no crop
+    return grid.astype(np.float32, copy=False), record
+
+
+def read_labels_on(path: Path, record, image_path: Path) -> np.ndarray:
+    """A label map brought onto an image's 1 mm RAS grid (`record` from `read_ras_1mm`) by its own affine.
+
+    Same grid as the image: exact reorientation. Otherwise nearest-neighbour resampling through world
+    coordinates, so labels never mix classes.
+    """
+    import nibabel.orientations as nio
+    from scipy.ndimage import affine_transform
 
     from seqinv.errors import InputError
+    from seqinv.io import read_volume
 
-    try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-    except Exception as err:  # nibabel raises many types for unreadable files
-        raise InputError(f"cannot read {path}: {err}") from err
-    data = np.asarray(img.dataobj, dtype=np.float32)
-    if data.ndim == 4 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"{path} has shape {data.shape}; expected a 3D volume")
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
-    if np.allclose(zooms, 1.0, atol=1e-3):
-        return data
-    from scipy.ndimage import zoom
-
-    return zoom(data, zooms, order=0 if labels else 1).astype(np.float32)
-
-
-def _check_same_grid(image: np.ndarray, label: np.ndarray, image_path: Path, label_path: Path) -> None:
-    from seqinv.errors import InputError
-
-    if image.shape != label.shape:
+    labels = read_volume(path)
+    same_grid = labels.shape == tuple(record.input_shape) and np.allclose(
+        labels.affine, record.input_affine, atol=1e-3
+    )
+    if same_grid and not record.resampled:
+        return np.ascontiguousarray(nio.apply_orientation(labels.data, record.ornt))
+    matrix = np.linalg.inv(labels.affine) @ record.grid_affine  # grid voxel -> label voxel
+    grid = affine_transform(labels.data, matrix, output_shape=record.grid_shape, order=0, cval=0.0)
+    if labels.data.any() and not grid.any():
         raise InputError(
-            f"{label_path} has shape {label.shape} after resampling but {image_path} has {image.shape}; "
-            "labels must be on the image's grid (register them first)"
+            f"{path} does not overlap {image_path} in scanner space (check both affines); "
+            "labels must be on, or registered to, the image"
         )
+    return grid
 
 
 def ixi_subjects(folder: Path, with_labels: bool = True) -> list[Subject]:
@@ -74,14 +83,13 @@ def ixi_subjects(folder: Path, with_labels: bool = True) -> list[Subject]:
             raise InputError(
                 f"{path.name}: contrast suffix {suffix!r} is not one of {', '.join(IXI_CONTRASTS)}"
             )
-        image = read_ras_1mm(path)
+        image, record = read_ras_1mm(path)
         label = None
         if with_labels:
             label_path = next(iter(sorted((folder / "labels").glob(f"{ident}.nii*"))), None)
             if label_path is None:
                 raise InputError(f"no label map labels/{ident}.nii.gz for {path.name}")
-            label_arr = read_ras_1mm(label_path, labels=True)
-            _check_same_grid(image, label_arr, path, label_path)
+            label_arr = read_labels_on(label_path, record, path)
             label = torch.as_tensor(np.rint(label_arr).astype(np.uint8))
         site = ident.split("-")[1] if ident.count("-") >= 1 else ""
         subjects.append(
@@ -105,11 +113,10 @@ def arc_subjects(folder: Path) -> list[Subject]:
         masks = sorted((folder / "derivatives").glob(f"**/{sub}/{ses}/**/*lesion*mask*.nii*"))
         if not masks:
             continue
-        mask = read_ras_1mm(masks[0], labels=True)
         for contrast in ARC_CONTRASTS:
             for path in sorted(anat.glob(f"{sub}_{ses}*_{contrast}.nii*")):
-                image = read_ras_1mm(path)
-                _check_same_grid(image, mask, path, masks[0])
+                image, record = read_ras_1mm(path)
+                mask = read_labels_on(masks[0], record, path)
                 subjects.append(
                     Subject(
                         name=f"{sub}_{ses}",
