@@ -175,3 +175,14 @@ def _model_input(data):
 
     tensor, _ = Preprocessor(Config(), crop=False).apply(Volume(data, np.eye(4)))
     return tensor.numpy()
+
+
+def test_auto_precision_follows_cpu_bf16_support(monkeypatch):
+    from seqinv.inference.sliding import resolve_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    assert resolve_precision("fp32", cpu) == "fp32"

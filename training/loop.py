@@ -150,6 +150,10 @@ class Progress:
             transient=False,
         )
         self.task = self.bar.add_task(description, total=total, completed=start, info="")
+        # a log file gets no live bar: print a plain line now and then instead
+        self.plain = not self.bar.console.is_terminal
+        self.description, self.total, self.done = description, total, start
+        self.t_start, self.t_last = time.perf_counter(), 0.0
 
     def __enter__(self):
         if self.enabled:
@@ -164,6 +168,11 @@ class Progress:
         if self.enabled:
             info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
             self.bar.update(self.task, advance=1, info=info)
+            self.done += 1
+            now = time.perf_counter()
+            if self.plain and (now - self.t_last >= 30 or self.done == self.total):
+                self.t_last = now
+                print(f"{self.description} step {self.done}/{self.total}  {info}", flush=True)
 
 
 def run_loop(

@@ -68,9 +68,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """'auto': bf16 on GPUs that support it (else fp16), fp32 on CPU/MPS.
+    """'auto': bf16 on GPUs that support it (else fp16); on CPU bf16 only where oneDNN has native bf16
+    kernels (AVX512-BF16/AMX), fp32 otherwise; fp32 on MPS.
 
-    On CPU without native bf16 (no AVX512-BF16/AMX) autocast is slower than fp32: see docs/inference.md.
+    Without native bf16, CPU autocast is ~100x slower than fp32 (measured, docs/architecture.md).
     """
     if name != "auto":
         if name == "fp16" and device.type == "cpu":
@@ -78,6 +79,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "bf16"
     return "fp32"
 
 
