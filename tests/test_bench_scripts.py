@@ -63,6 +63,7 @@ def run_bench(monkeypatch, n, *args):
 
 
 def test_denoise_benchmark_reports_the_noise_floor_and_consistent_psnr(models, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("dipy", reason="the bench/test extra installs dipy")
     out_csv = tmp_path / "denoise.csv"
     by, rows = run_bench(
         monkeypatch, 20, "--model", models / "den", "--methods", "seqinv,nlmeans", "--csv", out_csv
@@ -85,6 +86,7 @@ def test_denoise_benchmark_reports_the_noise_floor_and_consistent_psnr(models, t
 
 
 def test_bm4d_baseline_denoises(monkeypatch, capsys):
+    pytest.importorskip("bm4d", reason="the bench/test extra installs bm4d")
     by, _ = run_bench(monkeypatch, 12, "--methods", "bm4d", "--noise", "gaussian", "--bm4d-stages", "hard")
     assert by["gaussian", "bm4d"]["psnr_l1_db"] > by["gaussian", "input"]["psnr_l1_db"] + 4
 
