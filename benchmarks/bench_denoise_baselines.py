@@ -19,9 +19,9 @@ Rician correction assume magnitude data); their outputs are mapped back with the
 assumes Gaussian noise: its Rician rows show the bias a Gaussian denoiser leaves on magnitude data.
 
 Metrics on the whole (cropped) volume against the clean z-scored image: PSNR with L = 1 (the paper's: the
-noisy input scores 20·log10(1/σ) ≈ 14 dB), PSNR with L = the clean image's range, SSIM (MONAI, 3D Gaussian
-window, L = range), and each method's wall time (median over `--runs`; seqinv includes its preprocessing
-and excludes model loading and one untimed warm-up call per process). The `input` rows are the floor.
+noisy input scores 20·log10(1/σ) ≈ 14 dB), PSNR with L = the clean image's range, SSIM (MONAI's definition,
+3D Gaussian window, L = range), and each method's wall time (median over `--runs`; seqinv's includes its
+preprocessing and excludes model loading and one untimed warm-up call per process). `input` rows: the floor.
 """
 
 from __future__ import annotations
@@ -175,13 +175,25 @@ def scores(clean_z: np.ndarray, estimate: np.ndarray, ssim: bool) -> dict[str, f
     return out
 
 
-def ssim_3d(clean: torch.Tensor, estimate: torch.Tensor) -> float:
-    """Mean 3D SSIM (MONAI: Gaussian window 11, σ 1.5) with L = the clean image's range."""
-    from monai.metrics import SSIMMetric
+def ssim_3d(clean: torch.Tensor, estimate: torch.Tensor, window: int = 11, sigma: float = 1.5) -> float:
+    """Mean 3D SSIM with L = the clean image's range: MONAI's `SSIMMetric` (Gaussian window 11, σ 1.5,
+    k1 0.01, k2 0.03, valid region) with the window applied as three 1D passes, ~40x faster on a whole head
+    than MONAI's dense 11³ kernel (equal to it within float rounding; tested)."""
+    import torch.nn.functional as F
 
-    value_range = float(clean.max() - clean.min())
-    metric = SSIMMetric(spatial_dims=3, data_range=value_range)
-    return float(metric(estimate[None, None], clean[None, None]).mean())
+    c1, c2 = (0.01 * float(clean.max() - clean.min())) ** 2, (0.03 * float(clean.max() - clean.min())) ** 2
+    x, y = estimate.float(), clean.float()
+    taps = torch.exp(-((torch.arange(window) - (window - 1) / 2) ** 2) / (2 * sigma**2))
+    taps = taps / taps.sum()
+    stats = torch.stack([x, y, x * x, y * y, x * y])[None]  # (1, 5, D, H, W)
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = window
+        stats = F.conv3d(stats, taps.view(1, 1, *shape).repeat(5, 1, 1, 1, 1), groups=5)
+    mu_x, mu_y, xx, yy, xy = stats[0]
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
+    ssim = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * (2 * cov + c2) / (var_x + var_y + c2)
+    return float(ssim.mean())
 
 
 def timed(fn: Callable, runs: int, *args) -> tuple[np.ndarray, float]:

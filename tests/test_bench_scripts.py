@@ -99,6 +99,19 @@ def test_denoise_benchmark_rejects_unknown_methods_and_bad_sigma():
         bench.parse_args(["--sigma", "0"])
 
 
+def test_ssim_equals_monai():
+    from monai.metrics import SSIMMetric
+
+    bench = load_script("bench_denoise_baselines")
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand((20, 22, 18), generator=g).cumsum(0)
+    noisy = clean + torch.randn(clean.shape, generator=g)
+    reference = SSIMMetric(spatial_dims=3, data_range=float(clean.max() - clean.min()))
+    expected = float(reference(noisy[None, None], clean[None, None]).mean())
+    assert bench.ssim_3d(clean, noisy) == pytest.approx(expected, abs=1e-5)
+    assert bench.ssim_3d(clean, clean) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_reference_rule_is_the_phantom_argmax_inside_the_mask():
     icbm = load_script("eval_icbm152")
     #               GM    WM    (CSF = 1 - GM - WM inside the mask)
