@@ -108,12 +108,15 @@ def add_noise(image: TestImage, noise: str, sigma: float, seed: int) -> np.ndarr
 
 
 # ------------------------------------------------------------------------------------------------ methods
-def seqinv_method(model_name: str, fast: bool, device: str) -> Callable:
+def seqinv_method(model_name: str, fast: bool, device: str, threads: int) -> Callable:
     from seqinv.inference import InferenceSettings, denoise_volume, load_task_model
     from seqinv.io import Volume
 
     model = load_task_model("denoise", model_name)[0]
-    settings = InferenceSettings.fast(device=device) if fast else InferenceSettings(device=device)
+    # `threads` is re-applied on every call: dipy's OpenMP NLM changes torch's thread count (measured: the
+    # next torch run was 30x slower on 1 thread asked, 2 in effect)
+    make = InferenceSettings.fast if fast else InferenceSettings
+    settings = make(device=device, threads=threads)
 
     def run(noisy_z, image, noise, sigma):
         volume = Volume(data=noisy_z.astype(np.float32), affine=image.affine)
@@ -155,7 +158,7 @@ def bm4d_method(stages: str) -> Callable:
 def build_methods(args) -> tuple[dict[str, Callable], dict[str, str]]:
     """The runnable methods, and a reason for each one that cannot run here (reported, not fatal)."""
     makers = {
-        "seqinv": lambda: seqinv_method(args.model, args.fast, args.device),
+        "seqinv": lambda: seqinv_method(args.model, args.fast, args.device, args.threads),
         "nlmeans": lambda: nlmeans_method(args.threads),
         "bm4d": lambda: bm4d_method(args.bm4d_stages),
     }
