@@ -1,4 +1,5 @@
-"""Time `seqinv segment` and `seqinv denoise` on a 1 mm whole-head volume on CPU (small preset).
+"""Time `seqinv segment` and `seqinv denoise` on a 1 mm whole-head volume on CPU (the bundled `mini` preset;
+`--preset small` for the larger one).
 
 Prints median wall time per volume (the whole CLI: start-up, read, preprocess, inference, write), peak
 memory (RSS), median time per stage, achieved GFLOP/s of the sliding window (FLOPs counted with
@@ -6,7 +7,8 @@ torch.utils.flop_counter per window), and fp32 vs bf16 on one window.
 
     python benchmarks/bench_inference.py --runs 3 [--volume head.nii.gz] [--model DIR] [--fast]
 
-Without --model a random `small` U-Net is used: speed does not depend on the weights. Targets on the
+Without --model a random U-Net of `--preset` (default mini, the bundled models' size) is used:
+speed does not depend on the weights. Targets on the
 2-core dev CPU: <= 20 s per volume, <= 3 GB peak.
 """
 
@@ -23,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+PRESET = "mini"
 
 
 def head_volume(path: Path) -> Path:
@@ -59,8 +63,8 @@ def random_models(root: Path) -> dict[str, Path]:
 
     torch.manual_seed(0)
     labels = ["background", "csf", "gm", "wm"]
-    seg = ModelConfig.from_preset("small", arch="unet", task="segment", out_channels=4, labels=labels)
-    den = ModelConfig.from_preset("small", arch="unet", task="denoise", out_channels=1)
+    seg = ModelConfig.from_preset(PRESET, arch="unet", task="segment", out_channels=4, labels=labels)
+    den = ModelConfig.from_preset(PRESET, arch="unet", task="denoise", out_channels=1)
     SeqInvUNet(seg).save_pretrained(root / "seg")
     SeqInvUNet(den).save_pretrained(root / "den")
     return {"segment": root / "seg", "denoise": root / "den"}
@@ -72,7 +76,7 @@ def window_flops(patch: tuple[int, int, int], out_channels: int) -> float:
 
     from seqinv.models import ModelConfig, SeqInvUNet
 
-    net = SeqInvUNet(ModelConfig.from_preset("small", arch="unet", out_channels=out_channels)).eval()
+    net = SeqInvUNet(ModelConfig.from_preset(PRESET, arch="unet", out_channels=out_channels)).eval()
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         net(torch.zeros(1, 1, *patch))
     return float(counter.get_total_flops())
@@ -94,7 +98,7 @@ def bf16_vs_fp32(patch: tuple[int, int, int]) -> dict[str, float]:
 
     from seqinv.models import ModelConfig, SeqInvUNet
 
-    net = SeqInvUNet(ModelConfig.from_preset("small", arch="unet", out_channels=4)).eval()
+    net = SeqInvUNet(ModelConfig.from_preset(PRESET, arch="unet", out_channels=4)).eval()
     net = net.to(memory_format=torch.channels_last_3d)
     x = torch.randn(1, 1, *patch).contiguous(memory_format=torch.channels_last_3d)
     out = {}
@@ -116,10 +120,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--volume", type=Path)
-    parser.add_argument("--model", type=Path, help="segmentation model folder (default: random small)")
+    parser.add_argument("--model", type=Path, help="segmentation model folder (default: random --preset)")
+    parser.add_argument("--preset", default="mini", help="preset of the random models (default: mini)")
     parser.add_argument("--fast", action="store_true", help="pass --fast (overlap 0.25)")
     parser.add_argument("--skip-bf16", action="store_true")
     options = parser.parse_args()
+    global PRESET
+    PRESET = options.preset
 
     work = Path(tempfile.mkdtemp(prefix="seqinv-bench-"))
     volume = options.volume or head_volume(work / "head_T1w.nii.gz")
