@@ -134,7 +134,7 @@ def test_registry_name_checks_sha256(entry, monkeypatch):
 
 def test_bundled_copy_is_the_fallback_and_says_so(entry, published, monkeypatch, tmp_path, capsys):
     sha = bundle_model(tmp_path / "first", "tinyreg")
-    assert sha == entry.sha256 and f'sha256="{sha}"' in capsys.readouterr().out
+    assert sha == entry.sha256 and f'= "{sha}"' in capsys.readouterr().out
     _go_offline(monkeypatch)
     model, source = load_model("tinyreg")
     assert source.kind == "bundled" and _same_weights(model, published["models"][0])

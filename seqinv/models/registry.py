@@ -63,7 +63,16 @@ class PublishedModel:
         return BUNDLED_ROOT / self.bundled if self.bundled else None
 
 
+# sha256 of each published model.safetensors (the bundled copy and the Hub file are the same file).
+# `bundle_model` prints the value to put here; a name missing here is not hash-checked.
+WEIGHTS_SHA256: dict[str, str] = {
+    "seqinv": "ff588670e9ed2a6bd8bfd3537e6604c5b757b1171d16c9e6db888df9aa5aa704",
+    "seqaug": "b9f5d91623a47ee951f09628291f823de7672e0318014af7ff7e7cc24cfa9b2b",
+}
+
+
 def _entry(name, kind, repo, description, sha256=None, revision="main", bundled=True):
+    sha256 = sha256 or WEIGHTS_SHA256.get(name)
     return PublishedModel(
         name, kind, f"{HUB_ORG}/{repo}", revision, sha256, name if bundled else None, description
     )
@@ -399,5 +408,5 @@ def bundle_model(model_dir: str | Path, name: str, weights_root: str | Path | No
     read_config(target)
     sha = file_sha256(target / WEIGHTS_NAME)
     print(f"bundled {name} in {target} ({(target / WEIGHTS_NAME).stat().st_size / 1e6:.1f} MB)")
-    print(f'set PUBLISHED["{name}"] sha256="{sha}" in seqinv/models/registry.py')
+    print(f'set WEIGHTS_SHA256["{name}"] = "{sha}" in seqinv/models/registry.py')
     return sha
