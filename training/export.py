@@ -116,7 +116,7 @@ def export(
     state = torch.load(path, map_location="cpu", weights_only=False)
     model = model_from_checkpoint(state)
     rows = read_metrics(metrics_csv, model_label or model.config.name) if metrics_csv else []
-    training = dict(model.config.training or {})
+    training = {**_final_record(checkpoint), **(model.config.training or {})}
     options = state.get("options", {})
     if options and not training.get("command"):
         training["command"] = _command_for(state["kind"], options, command_line)
@@ -142,6 +142,15 @@ def export(
     out = model.save_pretrained(output)
     (Path(out) / "README.md").write_text(render_card(model, rows))
     return Path(out)
+
+
+def _final_record(run: str | Path) -> dict:
+    """The training record (data, batch, precision, timings) that a finished run wrote to its config.json;
+    checkpoints are saved mid-run, before that record exists."""
+    config = Path(run) / "config.json"
+    if not config.is_file():
+        return {}
+    return dict(json.loads(config.read_text()).get("training") or {})
 
 
 def _command_for(kind: str, options: dict, command_line) -> str:

@@ -68,6 +68,7 @@ class PublishedModel:
 WEIGHTS_SHA256: dict[str, str] = {
     "seqinv": "ff588670e9ed2a6bd8bfd3537e6604c5b757b1171d16c9e6db888df9aa5aa704",
     "seqaug": "b9f5d91623a47ee951f09628291f823de7672e0318014af7ff7e7cc24cfa9b2b",
+    "denoise": "5d986e588b69cfff6e565e99557000bf0ff0fa2c48d40c51855d997572b9c28e",
 }
 
 
