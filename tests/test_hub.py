@@ -203,3 +203,16 @@ def test_cli_list_and_unknown_name_exit_code():
         done.stderr.startswith("error: unknown model 'ixy'; did you mean 'ixi'?")
         and "Traceback" not in done.stderr
     )
+
+
+def test_bare_registry_name_is_not_shadowed_by_a_folder_of_that_name(entry, published, monkeypatch, tmp_path):
+    bundle_model(tmp_path / "first", "tinyreg")
+    _go_offline(monkeypatch)
+    shadow = tmp_path / "cwd" / "tinyreg"
+    shadow.mkdir(parents=True)
+    (shadow / "config.json").write_text("{}")  # e.g. a user's data folder that happens to share the name
+    monkeypatch.chdir(tmp_path / "cwd")
+    model, source = load_model("tinyreg")
+    assert source.kind == "bundled"
+    with pytest.raises(WeightsError):
+        load_model("./tinyreg")

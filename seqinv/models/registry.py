@@ -69,6 +69,7 @@ WEIGHTS_SHA256: dict[str, str] = {
     "seqinv": "ff588670e9ed2a6bd8bfd3537e6604c5b757b1171d16c9e6db888df9aa5aa704",
     "seqaug": "b9f5d91623a47ee951f09628291f823de7672e0318014af7ff7e7cc24cfa9b2b",
     "denoise": "5d986e588b69cfff6e565e99557000bf0ff0fa2c48d40c51855d997572b9c28e",
+    "ixi": "b8cc532df018d980b59f99ff39948c3a3f10de5263179c718769e26fe0a49d0e",
 }
 
 
@@ -177,8 +178,13 @@ def load_model(
     if prefer not in PREFER:
         raise ParameterError(f"prefer={prefer!r}; expected one of {', '.join(PREFER)}")
     text = str(name_or_path)
-    folder = _local_folder(text)
+    # a bare registry name ("ixi") means the published model even when the working directory happens to
+    # hold a folder of that name (an IXI dataset, a run); write ./ixi for the folder
+    bare_name = (text in PUBLISHED or text.lower() in PUBLISHED) and not isinstance(name_or_path, Path)
+    folder = None if bare_name else _local_folder(text)
     if folder is not None:
+        if not (folder / WEIGHTS_NAME).is_file():
+            raise WeightsError(f"model folder {folder} has no {WEIGHTS_NAME}; it is not a saved seqinv model")
         source = ModelSource("local", str(folder), None, file_sha256(folder / WEIGHTS_NAME), folder.name)
         return _attach(build_from_folder(folder, model_class), source)
     if text in PUBLISHED or text.lower() in PUBLISHED:
