@@ -43,11 +43,16 @@ def _register() -> None:
                 raise
             continue
         mod.register(app)
-    try:  # training/ ships in the same wheel; the runtime itself never needs it
-        from training.cli import register as register_training
-    except ModuleNotFoundError:
-        return
-    register_training(app)
+    # Extensions (the bundled training package's `seqinv train` / `seqinv evaluate`) register through the
+    # "seqinv.commands" entry point, so the runtime never imports them by name.
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="seqinv.commands"):
+        try:
+            register = entry.load()
+        except ModuleNotFoundError:
+            continue
+        register(app)
 
 
 _register()
