@@ -32,17 +32,11 @@ def _root(
 
 
 def _register() -> None:
-    """Each area registers its commands from its own module (keeps this file conflict-free)."""
-    import importlib
+    """Each area registers its commands from its own module; heavy imports stay inside the commands."""
+    from seqinv.commands import infer, models, simulate
 
-    for module in ("seqinv.commands.simulate", "seqinv.commands.models", "seqinv.commands.infer"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        mod.register(app)
+    for module in (simulate, models, infer):
+        module.register(app)
     # Extensions (the bundled training package's `seqinv train` / `seqinv evaluate`) register through the
     # "seqinv.commands" entry point, so the runtime never imports them by name.
     from importlib.metadata import entry_points
