@@ -107,19 +107,7 @@ def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool =
         class_weights = parse_class_weights(opts.class_weights, len(opts.labels)) if opts.labels else None
         subjects, data_desc = build_subjects(opts)
         unet = unet.to(info.device, memory_format=torch.channels_last_3d)
-        params = [p for p in unet.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-        scheduler = loop.poly_schedule(optimizer, opts.steps)
-        model = unet
-        if info.enabled:
-            model = torch.nn.parallel.DistributedDataParallel(
-                unet, device_ids=[info.local_rank] if info.device.startswith("cuda") else None
-            )
-        start_step, before = 0, {"loss": [], "data_s": [], "step_s": []}
-        latest = loop.latest_checkpoint(out / "checkpoints") if opts.resume else None
-        if latest is not None:
-            state = loop.load_checkpoint(latest, unet, optimizer, scheduler)
-            start_step, before = state["step"], state.get("history", before)
+        model, params, optimizer, scheduler, start_step, before = loop.prepare_training(unet, opts, info, out)
 
         noise = NoiseConfig(opts.sigma_min, opts.sigma_max, opts.rician_prob)
         maker = PatchMaker(opts.task, opts.patch_size, AugmentConfig.finetune(), noise)

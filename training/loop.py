@@ -110,6 +110,28 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
+def prepare_training(net, opts, info: DistInfo, out: Path):
+    """AdamW + poly schedule on the trainable parameters, DDP when distributed, and the state to resume from.
+
+    Returns (model, params, optimizer, scheduler, start_step, history_before); `model` is the DDP wrapper
+    (or `net`), checkpoints hold `net` itself.
+    """
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    scheduler = poly_schedule(optimizer, opts.steps)
+    model = net
+    if info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[info.local_rank] if info.device.startswith("cuda") else None
+        )
+    start_step, before = 0, {"loss": [], "data_s": [], "step_s": []}
+    latest = latest_checkpoint(out / "checkpoints") if opts.resume else None
+    if latest is not None:
+        state = load_checkpoint(latest, net, optimizer, scheduler)
+        start_step, before = state["step"], state.get("history", before)
+    return model, params, optimizer, scheduler, start_step, before
+
+
 def step_indices(step: int, batch_size: int, info: DistInfo) -> list[int]:
     """Global sample indices of this rank's share of step `step` (data is a function of the index)."""
     first = (step * info.world_size + info.rank) * batch_size

@@ -82,20 +82,9 @@ def run_pretrain(opts: PretrainOptions, command: str = "", show_progress: bool =
             name=opts.name or f"seqinv-{opts.strategy}-{opts.preset}",
         )
         net = PretrainNet(SeqInvEncoder(config)).to(info.device, memory_format=torch.channels_last_3d)
-        params = [p for p in net.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-        scheduler = loop.poly_schedule(optimizer, opts.steps)
-        model = net
-        if info.enabled:
-            model = torch.nn.parallel.DistributedDataParallel(
-                net, device_ids=[info.local_rank] if info.device.startswith("cuda") else None
-            )
-
-        start_step, history_before = 0, {"loss": [], "data_s": [], "step_s": []}
-        latest = loop.latest_checkpoint(out / "checkpoints") if opts.resume else None
-        if latest is not None:
-            state = loop.load_checkpoint(latest, net, optimizer, scheduler)
-            start_step, history_before = state["step"], state.get("history", history_before)
+        model, params, optimizer, scheduler, start_step, history_before = loop.prepare_training(
+            net, opts, info, out
+        )
 
         aug = dataclasses.replace(AugmentConfig.pretrain(), elastic_prob=0.3 if opts.elastic else 0.0)
         dataset = PretrainDataset(subjects, ViewMaker(opts.strategy, opts.patch_size, aug), opts.seed)
