@@ -116,6 +116,21 @@ def phantom_pool(
     return [load_phantom(s, lesion=lesion, cache_dir=cache_dir) for s in training_seeds(count, first_seed)]
 
 
+def to_device(subjects: list[Subject], device) -> list[Subject]:
+    """The pool with every tensor on `device` (GPU sample generation: no worker processes needed)."""
+    import dataclasses
+
+    moved = []
+    for s in subjects:
+        changes = {
+            k: getattr(s, k).to(device) for k in ("image", "labels", "lesion") if getattr(s, k) is not None
+        }
+        if s.maps is not None:
+            changes["maps"] = s.maps.to(device)
+        moved.append(dataclasses.replace(s, **changes))
+    return moved
+
+
 def maps_pool(folder: str | Path) -> list[Subject]:
     """qMRI subjects from disk: `folder` holds the maps itself, or one sub-folder of maps per subject."""
     from seqinv.errors import InputError
@@ -145,7 +160,7 @@ def _random_voxel(mask: torch.Tensor, gen: torch.Generator, tries: int = 512) ->
     """A uniformly random voxel of a non-zero mask by rejection (no full `nonzero()` scan per sample)."""
     flat = mask.reshape(-1)
     candidates = torch.randint(flat.numel(), (tries,), generator=gen)
-    hits = candidates[flat[candidates].bool()]
+    hits = candidates[flat[candidates.to(flat.device)].bool().cpu()]
     if len(hits) == 0:
         return None
     return [int(i) for i in np.unravel_index(int(hits[0]), tuple(mask.shape))]
@@ -196,18 +211,18 @@ def typical_mprage():
     return make_sequence("mprage")
 
 
-def receive_field(shape, gen: torch.Generator) -> torch.Tensor:
-    """A smooth random receive (bias) field from the physics priors."""
+def receive_field(shape, gen: torch.Generator, device=None) -> torch.Tensor:
+    """A smooth random receive (bias) field from the physics priors, built on `device`."""
     from seqinv.physics.priors import random_receive_field
 
-    return random_receive_field(tuple(shape), generator=gen)
+    return random_receive_field(tuple(shape), generator=gen, device=device)
 
 
 def simulate_image(maps, sequence, gen: torch.Generator, *, receive: bool = True) -> torch.Tensor:
     """Physical signal of `sequence` on `maps`, times a random receive field, rescaled to [0, 1]."""
     from seqinv.physics import simulate
 
-    field = receive_field(maps.shape, gen) if receive else None
+    field = receive_field(maps.shape, gen, maps.pd.device) if receive else None
     signal = simulate(maps, sequence, receive=field)
     return percentile_rescale(torch.nan_to_num(signal.float()))
 
@@ -224,7 +239,12 @@ class ViewMaker:
     """
 
     def __init__(
-        self, strategy: str, patch_size: int, aug: AugmentConfig | None = None, margin: float = 0.25
+        self,
+        strategy: str,
+        patch_size: int,
+        aug: AugmentConfig | None = None,
+        margin: float = 0.25,
+        device=None,
     ):
         from seqinv.errors import ParameterError
 
@@ -235,7 +255,7 @@ class ViewMaker:
         self.aug = aug or AugmentConfig.pretrain()
         # Crop a margin around the patch so rotations do not bring empty corners into the patch.
         self.crop_size = int(self.patch_size * (1 + margin) + 1) // 2 * 2
-        self.spatial = spatial_transforms(self.aug, self.patch_size, ("image",))
+        self.spatial = spatial_transforms(self.aug, self.patch_size, ("image",), device)
         self.intensity = resolution_transforms(self.aug) + intensity_transforms(self.aug, self.patch_size)
 
     def view(self, image: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,7 +316,9 @@ class PatchMaker:
     """Fine-tuning patches: random contrast (priors, all kinds) per sample, labels cropped alongside.
 
     task `ixi`: tissue labels 0–3; `arc`: lesion 0/1 with half the crops centred on the lesion;
-    `denoise`: (noisy, noise) pairs.
+    `denoise`: (noisy, noise) pairs. `head_focus` of the other crops are centred on a labelled voxel, the
+    rest fall anywhere in the volume (whole-scan inference also sees air, skull and the image corners).
+    Works on the subjects' device: a pool moved to a GPU (`to_device`) generates patches there.
     """
 
     def __init__(
@@ -307,15 +329,18 @@ class PatchMaker:
         noise: NoiseConfig | None = None,
         margin: float = 0.25,
         lesion_focus: float = 0.5,
+        head_focus: float = 0.7,
+        device=None,
     ):
         self.task = task
+        self.head_focus = head_focus
         self.patch_size = int(patch_size)
         self.aug = aug or AugmentConfig.finetune()
         self.noise = noise or NoiseConfig()
         self.crop_size = int(self.patch_size * (1 + margin) + 1) // 2 * 2
         self.lesion_focus = lesion_focus
         keys = ("image",) if task == "denoise" else ("image", "label")
-        self.spatial = spatial_transforms(self.aug, self.patch_size, keys)
+        self.spatial = spatial_transforms(self.aug, self.patch_size, keys, device)
         self.intensity = resolution_transforms(self.aug) + intensity_transforms(
             self.aug, self.patch_size, noise=task != "denoise"
         )
@@ -345,7 +370,8 @@ class PatchMaker:
             and float(torch.rand((), generator=gen)) < self.lesion_focus
         ):
             focus = label > 0
-        elif subject.labels is not None:
+        elif subject.labels is not None and float(torch.rand((), generator=gen)) < self.head_focus:
+            # the rest of the crops go anywhere, so the head also learns the air and skull of whole scans
             focus = subject.labels > 0
         start = crop_start(subject.shape, self.crop_size, gen, focus)
         data = {"image": self._image(subject, start, gen)[None]}
@@ -365,9 +391,9 @@ class PatchMaker:
         clean = (image - mean) / std
         cfg = self.noise
         sigma = cfg.sigma_min + (cfg.sigma_max - cfg.sigma_min) * float(torch.rand((), generator=gen))
-        n1 = torch.randn(image.shape, generator=gen)
+        n1 = torch.randn(image.shape, generator=gen).to(image.device)
         if float(torch.rand((), generator=gen)) < cfg.rician_prob:
-            n2 = torch.randn(image.shape, generator=gen)
+            n2 = torch.randn(image.shape, generator=gen).to(image.device)
             magnitude = torch.sqrt((image + sigma * std * n1) ** 2 + (sigma * std * n2) ** 2)
             noisy = (magnitude - mean) / std
         else:

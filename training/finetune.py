@@ -17,6 +17,7 @@ from training.data import (
     default_cache_dir,
     label_fraction,
     phantom_pool,
+    to_device,
 )
 from training.distributed import DistInfo, setup, teardown
 from training.losses import dice_ce
@@ -61,6 +62,7 @@ def build_unet(encoder, opts: FinetuneOptions):
         patch_size=(opts.patch_size,) * 3,
         spacing_mm=(1.0, 1.0, 1.0),
         name=opts.name or f"{encoder.config.name or 'seqinv'}-{opts.task}",
+        dropout=opts.dropout if opts.dropout >= 0 else encoder.config.dropout,
         training={},
     )
     unet = SeqInvUNet(config)
@@ -107,10 +109,13 @@ def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool =
         class_weights = parse_class_weights(opts.class_weights, len(opts.labels)) if opts.labels else None
         subjects, data_desc = build_subjects(opts)
         unet = unet.to(info.device, memory_format=torch.channels_last_3d)
+        if opts.data_device == "cuda":
+            subjects = to_device(subjects, info.device)
         model, params, optimizer, scheduler, start_step, before = loop.prepare_training(unet, opts, info, out)
 
         noise = NoiseConfig(opts.sigma_min, opts.sigma_max, opts.rician_prob)
-        maker = PatchMaker(opts.task, opts.patch_size, AugmentConfig.finetune(), noise)
+        data_device = info.device if opts.data_device == "cuda" else None
+        maker = PatchMaker(opts.task, opts.patch_size, AugmentConfig.finetune(), noise, device=data_device)
         data = loop.batches(
             PatchDataset(subjects, maker, opts.seed),
             start_step,

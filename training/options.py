@@ -23,6 +23,7 @@ class PretrainOptions:
     maps: str = ""  # folder of qMRI subjects (instead of --phantom)
     phantoms: int = 16  # size of the phantom pool
     preset: str = "small"
+    pooling: str = "mean"  # mean (the paper's) or max: see docs/training.md
     patch_size: int = 64
     batch_size: int = 4
     steps: int = 1000
@@ -38,6 +39,7 @@ class PretrainOptions:
     resume: bool = False
     elastic: bool = False
     device: str = "auto"
+    data_device: str = "cpu"
     name: str = ""
     cache_dir: str = ""
     extra: dict = field(default_factory=dict)
@@ -59,6 +61,16 @@ class PretrainOptions:
                 raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
         if self.batch_size < 2:
             raise ParameterError(f"--batch-size {self.batch_size}: NT-Xent needs >= 2 pairs for negatives")
+        check_data_device(self)
+
+
+def check_data_device(opts) -> None:
+    from seqinv.errors import ParameterError
+
+    if opts.data_device not in ("cpu", "cuda"):
+        raise ParameterError(f"--data-device {opts.data_device!r} is not one of cpu, cuda")
+    if opts.data_device == "cuda" and opts.workers:
+        raise ParameterError("--data-device cuda generates samples in the training process: use --workers 0")
 
 
 def check_patch(patch_size: int) -> None:
@@ -98,6 +110,8 @@ class FinetuneOptions:
     checkpoint_every: int = 500
     resume: bool = False
     device: str = "auto"
+    data_device: str = "cpu"
+    dropout: float = -1.0  # < 0: the encoder's
     name: str = ""
     cache_dir: str = ""
 
@@ -118,6 +132,9 @@ class FinetuneOptions:
         for name in ("batch_size", "steps", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        check_data_device(self)
+        if self.dropout >= 1.0:
+            raise ParameterError(f"--dropout {self.dropout}: must be < 1 (negative: the encoder's)")
         if not 0 <= self.sigma_min <= self.sigma_max:
             raise ParameterError(
                 f"noise range [{self.sigma_min}, {self.sigma_max}]: need 0 <= --sigma-min <= --sigma-max"

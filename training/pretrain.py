@@ -12,7 +12,7 @@ from torch import nn
 
 from training import loop
 from training.augment import AugmentConfig
-from training.data import PretrainDataset, ViewMaker, default_cache_dir, maps_pool, phantom_pool
+from training.data import PretrainDataset, ViewMaker, default_cache_dir, maps_pool, phantom_pool, to_device
 from training.distributed import DistInfo, global_nt_xent, setup, teardown
 from training.options import STRATEGIES, PretrainOptions, check_patch  # noqa: F401 (re-exported)
 
@@ -31,7 +31,7 @@ class PretrainNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         deepest = self.encoder.forward_features(x)[-1]
-        return self.projector(deepest.mean(dim=(2, 3, 4))), self.reconstructor(deepest)
+        return self.projector(self.encoder.pool(deepest)), self.reconstructor(deepest)
 
 
 def pretrain_loss(net, batch: dict, temperature: float) -> tuple[torch.Tensor, dict]:
@@ -79,6 +79,7 @@ def run_pretrain(opts: PretrainOptions, command: str = "", show_progress: bool =
             arch="encoder",
             task="features",
             patch_size=(opts.patch_size,) * 3,
+            pooling=opts.pooling,
             name=opts.name or f"seqinv-{opts.strategy}-{opts.preset}",
         )
         net = PretrainNet(SeqInvEncoder(config)).to(info.device, memory_format=torch.channels_last_3d)
@@ -87,7 +88,11 @@ def run_pretrain(opts: PretrainOptions, command: str = "", show_progress: bool =
         )
 
         aug = dataclasses.replace(AugmentConfig.pretrain(), elastic_prob=0.3 if opts.elastic else 0.0)
-        dataset = PretrainDataset(subjects, ViewMaker(opts.strategy, opts.patch_size, aug), opts.seed)
+        if opts.data_device == "cuda":
+            subjects = to_device(subjects, info.device)
+        data_device = info.device if opts.data_device == "cuda" else None
+        maker = ViewMaker(opts.strategy, opts.patch_size, aug, device=data_device)
+        dataset = PretrainDataset(subjects, maker, opts.seed)
         data = loop.batches(dataset, start_step, opts.steps, opts.batch_size, info, opts.workers)
         history = loop.run_loop(
             model=model,

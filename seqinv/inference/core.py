@@ -80,7 +80,7 @@ class DenoiseResult:
 
 @dataclass
 class EmbedResult:
-    pooled: np.ndarray  # (F,) mean of the dense map
+    pooled: np.ndarray  # (F,) mean (or max, per the model's config) of the dense map
     dense: np.ndarray  # (F, d, h, w) deepest encoder map over the cropped 1 mm RAS grid
     dense_affine: np.ndarray  # voxel -> RAS of the dense map
     record: PreprocessRecord
@@ -287,9 +287,14 @@ def embed_volume(volume: Volume, model: Any, settings: InferenceSettings | None 
     to_crop[:3, :3] = np.diag(step)
     to_crop[:3, 3] = (step - 1) / 2  # a feature voxel sits at the centre of the block it summarises
     return EmbedResult(
-        pooled=dense.reshape(dense.shape[0], -1).mean(axis=1),
+        pooled=_pool(dense, net.config.pooling),
         dense=dense,
         dense_affine=record.crop_affine @ to_crop,
         record=record,
         info=RunInfo(str(device), precision, settings.to_dict(), timer.stages_s),
     )
+
+
+def _pool(dense: np.ndarray, pooling: str) -> np.ndarray:
+    flat = dense.reshape(dense.shape[0], -1)
+    return flat.max(axis=1) if pooling == "max" else flat.mean(axis=1)

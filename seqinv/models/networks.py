@@ -89,7 +89,11 @@ def _check_encoder_size(size: tuple[int, ...]) -> None:
 
 
 class SeqInvEncoder(HubMixin, nn.Module):
-    """5-stage encoder: (B, C, D, H, W) → pooled (B, F5), the global mean of the last feature map.
+    """5-stage encoder: (B, C, D, H, W) → pooled (B, F5), the global mean (or max) of the last feature map.
+
+    Mean pooling (the paper's) of GELU(instance-norm(x)) is nearly the same for every input, because
+    instance norm fixes each channel's mean and variance; max pooling keeps what differs between samples
+    (measured in docs/training.md), so the bundled encoders use `pooling="max"`.
 
     Spatial sizes need not be multiples of 16 (max-pooling floors); each axis must be ≥ 16 and one ≥ 32,
     so that the 1/16-resolution map holds more than one voxel (instance norm needs it).
@@ -120,8 +124,14 @@ class SeqInvEncoder(HubMixin, nn.Module):
             maps.append(x)
         return maps
 
+    def pool(self, deepest: torch.Tensor) -> torch.Tensor:
+        """(B, F5, d, h, w) → (B, F5) by the config's pooling."""
+        if self.config.pooling == "max":
+            return deepest.amax(dim=(2, 3, 4))
+        return deepest.mean(dim=(2, 3, 4))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[-1].mean(dim=(2, 3, 4))
+        return self.pool(self.forward_features(x)[-1])
 
 
 class UpStage(nn.Module):

@@ -122,12 +122,14 @@ def draw_sequence(generator: torch.Generator, kinds=None):
 
 
 def random_receive_field(
-    shape, generator: torch.Generator, strength: float = 0.3, *, control_points: int = 4
+    shape, generator: torch.Generator, strength: float = 0.3, *, control_points: int = 4, device=None
 ):
     """Smooth positive multiplicative receive (bias) field of `shape` (..., D, H, W), float32.
 
     exp(strength · f), f trilinearly upsampled from `control_points`³ N(0, 1) values per volume, so the
-    gain varies by about ±strength (log scale) over the field of view.
+    gain varies by about ±strength (log scale) over the field of view. The control points come from
+    `generator` (so the field is the same on any device); the upsampling runs on `device` (default: the
+    generator's).
     """
     import torch.nn.functional as F
 
@@ -138,6 +140,8 @@ def random_receive_field(
     coarse = torch.randn(
         (batch, 1, *(control_points,) * 3), generator=generator, device=generator.device, dtype=torch.float32
     )
+    if device is not None:
+        coarse = coarse.to(device)
     smooth = F.interpolate(coarse, size=shape[-3:], mode="trilinear", align_corners=True)
     return smooth.mul_(strength).exp_().reshape(shape)
 
