@@ -47,3 +47,30 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
     with pytest.raises(InputError, match="no checkpoint at .*step_\\*.pt file or a training output folder"):
         find_checkpoint(tmp_path)
+
+
+def test_a_finished_model_folder_without_checkpoints_exports_with_its_record_and_metrics(tmp_path):
+    from seqinv.models import SeqInvUNet
+
+    unet = SeqInvUNet(preset="tiny", out_channels=4, labels=["background", "csf", "gm", "wm"])
+    unet.config.name = "seqinv-tiny-ixi"
+    unet.config.training = {
+        "kind": "ixi",
+        "steps": 7,
+        "command": "seqinv train segment ...",
+        "metrics": {"final_loss": 0.5},
+    }
+    unet.save_pretrained(tmp_path / "run")
+    (tmp_path / "summary.csv").write_text(
+        "model,task,contrast,site,metric,class,value\nSeqInv,ixi,T1w,phantom,dice,,0.915\n"
+    )
+    out = export(
+        tmp_path / "run", tmp_path / "hub", metrics_csv=tmp_path / "summary.csv", model_label="SeqInv"
+    )
+    saved = json.loads((out / "config.json").read_text())["training"]
+    assert saved["steps"] == 7 and saved["command"] == "seqinv train segment ..."
+    assert saved["metrics"] == {"final_loss": 0.5, "ixi/T1w/phantom/dice": 0.915}
+    assert "| ixi | T1w | phantom | dice | 91.50 |" in (out / "README.md").read_text()
+    reloaded = SeqInvUNet.from_pretrained(str(out))
+    for key, value in unet.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], value)

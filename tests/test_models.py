@@ -43,7 +43,7 @@ def test_every_preset_builds_and_runs_on_32_cubed(preset):
         (1, f, 32 // 2**i, 32 // 2**i, 32 // 2**i) for i, f in enumerate(features)
     ]
     assert pooled.shape == (1, features[-1])
-    torch.testing.assert_close(pooled, maps[-1].mean(dim=(2, 3, 4)))
+    torch.testing.assert_close(pooled, maps[-1].mean(dim=(2, 3, 4)))  # the paper's mean pooling
     assert out.shape == (1, 3, 32, 32, 32)
     assert torch.isfinite(out).all()
 
@@ -325,3 +325,27 @@ def test_onednn_conv_matches_torch_conv(in_channels, out_channels):
     assert ours.shape == reference.shape
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
     assert set(conv.state_dict()) == {"weight", "bias"}
+
+
+def test_max_pooling_is_the_global_max_and_unknown_pooling_is_refused():
+    from seqinv.errors import ParameterError
+    from seqinv.models import ModelConfig, SeqInvEncoder
+
+    encoder = SeqInvEncoder(preset="tiny", pooling="max").eval()
+    x = torch.randn(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(x), encoder.forward_features(x)[-1].amax(dim=(2, 3, 4)))
+    with pytest.raises(ParameterError, match="pooling 'median'"):
+        ModelConfig.from_preset("tiny", pooling="median")
+
+
+def test_lite_preset_is_cheaper_than_mini():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for preset in ("lite", "mini"):
+        model = SeqInvUNet(preset=preset, out_channels=4).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 1, 32, 32, 32))
+        flops[preset] = counter.get_total_flops()
+    assert flops["lite"] < 0.5 * flops["mini"]

@@ -271,3 +271,54 @@ def test_pretraining_reads_qmri_map_folders(tmp_path):
     run_pretrain(opts, show_progress=False)
     record = SeqInvEncoder.from_pretrained(str(tmp_path / "run")).config.training
     assert record["data"] == f"qMRI maps from {tmp_path / 'maps'}"
+
+
+def test_torch_bias_and_rician_augmentations_are_seeded_and_behave():
+    from training.augment import RandRician, RandSmoothBias, seed_transforms
+
+    image = torch.full((1, 24, 24, 24), 0.5)
+    bias, noise = RandSmoothBias(coeff=0.3, prob=1.0), RandRician(prob=1.0, std=0.1)
+    seed_transforms([bias, noise], 3)
+    first = noise(bias(image))
+    seed_transforms([bias, noise], 3)
+    assert torch.equal(first, noise(bias(image)))
+    field = RandSmoothBias(coeff=0.3, prob=1.0)(image) / image
+    assert field.min() > 0 and field.std() > 0  # smooth positive gain
+    assert (RandRician(prob=1.0, std=0.1)(torch.zeros(1, 8, 8, 8)) >= 0).all()  # a magnitude
+
+
+def test_some_fine_tuning_crops_fall_outside_the_head():
+    subject = sphere_subject(size=96)
+    maker = PatchMaker("ixi", 32, AugmentConfig.none(), head_focus=0.0)
+    focused = PatchMaker("ixi", 32, AugmentConfig.none(), head_focus=1.0)
+    background = [float((maker.sample(subject, s)["label"] == 0).float().mean()) for s in range(12)]
+    centred = [float((focused.sample(subject, s)["label"] == 0).float().mean()) for s in range(12)]
+    # uniform crops reach the corners (air) that crops centred on labelled voxels rarely see
+    assert np.mean(background) > 1.5 * np.mean(centred)
+
+
+def test_init_starts_from_a_trained_decoder_and_refuses_another_encoder(tmp_path, monkeypatch):
+    from seqinv.errors import ParameterError
+    from seqinv.models import SeqInvEncoder, SeqInvUNet
+    from training import finetune
+
+    torch.manual_seed(0)
+    encoder = SeqInvEncoder(preset="tiny")
+    encoder.save_pretrained(tmp_path / "enc")
+    trained = SeqInvUNet.from_encoder(encoder, out_channels=4)
+    trained.save_pretrained(tmp_path / "trained")
+    opts = finetune.FinetuneOptions(output="o", encoder=str(tmp_path / "enc"), init=str(tmp_path / "trained"))
+    unet = finetune.build_unet(encoder, opts)
+    for key, value in trained.decoder.state_dict().items():
+        assert torch.equal(unet.decoder.state_dict()[key], value)
+    with pytest.raises(ParameterError, match="--init .* encoder or outputs differ"):
+        finetune.build_unet(SeqInvEncoder(preset="tiny"), opts)
+
+
+def test_data_device_cuda_needs_workers_0():
+    from seqinv.errors import ParameterError
+    from training.options import PretrainOptions
+
+    opts = PretrainOptions(output="o", phantom=True, data_device="cuda", workers=2)
+    with pytest.raises(ParameterError, match="--data-device cuda .* --workers 0"):
+        opts.validate()

@@ -45,6 +45,7 @@ HELP = {
     "name": "Model name stored in config.json.",
     "cache_dir": "Phantom cache folder (default ~/.cache/seqinv/phantoms or $SEQINV_CACHE).",
     "encoder": "Pretrained encoder: a folder, a Hub repo id or a published model name.",
+    "init": "Start the decoder from this trained U-Net (same encoder and task), e.g. to train on.",
     "task": "ixi (tissue: bg/CSF/GM/WM), arc (stroke lesion), denoise.",
     "label_fraction": "Percent of training subjects whose labels are used (1, 10, 100).",
     "class_weights": "Cross-entropy class weights, comma-separated, one per class.",

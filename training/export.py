@@ -112,25 +112,32 @@ def export(
     """Checkpoint → Hub folder; metrics from an evaluate summary.csv go into config and card."""
     from training.cli import command_line
 
-    path = find_checkpoint(checkpoint)
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = model_from_checkpoint(state)
+    if _finished_model_folder(checkpoint):  # a run's final model, e.g. copied back without checkpoints
+        from seqinv.models.hub import build_from_folder
+
+        model = build_from_folder(Path(checkpoint)).eval()
+        state, path = {}, Path(checkpoint)
+    else:
+        path = find_checkpoint(checkpoint)
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        model = model_from_checkpoint(state)
     rows = read_metrics(metrics_csv, model_label or model.config.name) if metrics_csv else []
     training = {**_final_record(checkpoint), **(model.config.training or {})}
-    options = state.get("options", {})
+    options = state.get("options", training.get("options", {}))
     if options and not training.get("command"):
         training["command"] = _command_for(state["kind"], options, command_line)
     training.update(
         {
-            "kind": state.get("kind"),
-            "steps": state.get("step"),
+            "kind": state.get("kind", training.get("kind")),
+            "steps": state.get("step", training.get("steps")),
             "options": options,
             "exported_from": str(path),
         }
     )
     history = state.get("history", {}).get("loss", [])
+    final_loss = (training.get("metrics") or {}).get("final_loss")
     training["metrics"] = {
-        "final_loss": round(sum(history[-10:]) / max(1, len(history[-10:])), 5) if history else None,
+        "final_loss": round(sum(history[-10:]) / max(1, len(history[-10:])), 5) if history else final_loss,
         **{
             f"{r['task']}/{r['contrast']}/{r['site']}/{r['metric']}": round(float(r["value"]), 5)
             for r in rows
@@ -142,6 +149,13 @@ def export(
     out = model.save_pretrained(output)
     (Path(out) / "README.md").write_text(render_card(model, rows))
     return Path(out)
+
+
+def _finished_model_folder(path: str | Path) -> bool:
+    path = Path(path)
+    has_weights = (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    has_checkpoints = (path / "checkpoints").is_dir() and any((path / "checkpoints").glob("step_*.pt"))
+    return path.is_dir() and has_weights and not has_checkpoints
 
 
 def _final_record(run: str | Path) -> dict:

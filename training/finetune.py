@@ -67,7 +67,29 @@ def build_unet(encoder, opts: FinetuneOptions):
     )
     unet = SeqInvUNet(config)
     unet.encoder.load_state_dict(encoder.state_dict(), strict=True)
+    if opts.init:
+        start_decoder_from(unet, opts.init)
     return unet.freeze_encoder()
+
+
+def start_decoder_from(unet, name_or_path: str) -> None:
+    """Copy the decoder of a trained U-Net; its encoder must be the one this run was given."""
+    from seqinv.errors import ParameterError
+    from seqinv.models import SeqInvUNet
+
+    trained = SeqInvUNet.from_pretrained(name_or_path)
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(
+            trained.encoder.state_dict().values(), unet.encoder.state_dict().values(), strict=True
+        )
+    )
+    if not same or trained.config.out_channels != unet.config.out_channels:
+        raise ParameterError(
+            f"--init {name_or_path}: its encoder or outputs differ from this run's (--encoder, --task); "
+            "give a model trained on the same encoder for the same task"
+        )
+    unet.decoder.load_state_dict(trained.decoder.state_dict(), strict=True)
 
 
 def build_subjects(opts: FinetuneOptions):

@@ -89,6 +89,7 @@ class FinetuneOptions:
 
     output: str = ""
     encoder: str = ""  # folder, Hub repo id or registry name of a SeqInvEncoder (or a U-Net's encoder)
+    init: str = ""  # a trained U-Net (same encoder and task) whose decoder this run starts from
     task: str = "ixi"  # ixi | arc | denoise
     phantom: bool = False
     data: str = ""  # IXI-style or BIDS-style ARC folder (see docs/training.md)
