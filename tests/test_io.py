@@ -138,3 +138,64 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
         tmp.write_text("partial")
         raise RuntimeError("crash")
     assert list(tmp_path.iterdir()) == []
+
+
+def _sitk_image(data, spacing=(0.8, 1.0, 1.5), origin=(10.0, -20.0, 5.0)):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(data.transpose(2, 1, 0))  # sitk arrays are (z, y, x)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    return image
+
+
+def test_mha_reads_like_itks_own_nifti(tmp_path):
+    import SimpleITK as sitk
+
+    data = _noise()
+    image = _sitk_image(data)
+    image.SetDirection((0, 1, 0, 1, 0, 0, 0, 0, 1))  # swapped in-plane axes
+    sitk.WriteImage(image, str(tmp_path / "a.mha"))
+    sitk.WriteImage(image, str(tmp_path / "a.nii.gz"))
+    volume = read_volume(tmp_path / "a.mha")
+    np.testing.assert_allclose(volume.affine, nib.load(tmp_path / "a.nii.gz").affine, atol=1e-5)
+    np.testing.assert_array_equal(volume.data, data)
+
+
+def _write_dicom_series(image, folder, series_uid="1.2.826.0.1.3680043.2.1125.1"):
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cast = sitk.Cast(image, sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(cast.GetDepth()):
+        plane = cast[:, :, k]
+        origin = cast.TransformIndexToPhysicalPoint((0, 0, k))
+        plane.SetMetaData("0020|000e", series_uid)  # series instance UID
+        plane.SetMetaData("0020|0013", str(k + 1))  # instance number
+        plane.SetMetaData("0020|0032", "\\".join(f"{v:.4f}" for v in origin))  # image position (patient)
+        plane.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")  # image orientation (patient)
+        plane.SetMetaData("0018|0050", f"{image.GetSpacing()[2]:.4f}")  # slice thickness
+        plane.SetMetaData("0008|0060", "MR")
+        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
+        writer.Execute(plane)
+
+
+def test_dicom_series_folder_reads_with_its_geometry(tmp_path):
+    data = np.round(_noise((10, 9, 7)))
+    image = _sitk_image(data, spacing=(0.9, 0.9, 2.0))
+    _write_dicom_series(image, tmp_path / "dicom")
+    volume = read_volume(tmp_path / "dicom")
+    assert volume.shape == data.shape
+    np.testing.assert_allclose(volume.data, data)
+    np.testing.assert_allclose(volume.voxel_mm, [0.9, 0.9, 2.0], atol=1e-4)
+    expected_origin = [-10.0, 20.0, 5.0]  # LPS (10, -20, 5) in RAS
+    np.testing.assert_allclose(volume.affine[:3, 3], expected_origin, atol=1e-3)
+
+
+def test_folder_without_dicom_is_a_clear_error(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    with pytest.raises(InputError, match="folder holds no DICOM series"):
+        read_volume(tmp_path / "notes")
