@@ -1,4 +1,4 @@
-"""Time `seqinv segment` and `seqinv denoise` on a 1 mm whole-head volume on CPU (the bundled `mini` preset;
+"""Time `seqinv segment` and `seqinv denoise` on a 1 mm whole-head volume on CPU (the bundled `lite` preset;
 `--preset small` for the larger one).
 
 Prints median wall time per volume (the whole CLI: start-up, read, preprocess, inference, write), peak
@@ -7,7 +7,7 @@ torch.utils.flop_counter per window), and fp32 vs bf16 on one window.
 
     python benchmarks/bench_inference.py --runs 3 [--volume head.nii.gz] [--model DIR] [--fast]
 
-Without --model a random U-Net of `--preset` (default mini, the bundled models' size) is used:
+Without --model a random U-Net of `--preset` (default lite, the bundled models' size) is used:
 speed does not depend on the weights. Targets on the
 2-core dev CPU: <= 20 s per volume, <= 3 GB peak.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-PRESET = "mini"
+PRESET = "lite"
 
 
 def head_volume(path: Path) -> Path:
@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--volume", type=Path)
     parser.add_argument("--model", type=Path, help="segmentation model folder (default: random --preset)")
-    parser.add_argument("--preset", default="mini", help="preset of the random models (default: mini)")
+    parser.add_argument("--preset", default="lite", help="preset of the random models (default: lite)")
     parser.add_argument("--fast", action="store_true", help="pass --fast (overlap 0.25)")
     parser.add_argument("--skip-bf16", action="store_true")
     options = parser.parse_args()

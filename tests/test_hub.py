@@ -166,7 +166,7 @@ def test_no_hub_no_cache_no_bundle_names_the_download_command(entry, monkeypatch
 
 def test_registry_names_and_did_you_mean():
     assert set(registry.PUBLISHED) == {"seqinv", "seqaug", "base", "ixi", "arc", "denoise"}
-    assert resolve("IXI").repo_id == "seqinv/seqinv-mini-ixi"
+    assert resolve("IXI").repo_id == "seqinv/seqinv-lite-ixi"
     assert all(e.repo_id.startswith("seqinv/") for e in registry.PUBLISHED.values())
     with pytest.raises(WeightsError, match=r"unknown model 'ixy'; did you mean 'ixi'\?"):
         resolve("ixy")

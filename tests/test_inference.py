@@ -52,18 +52,39 @@ def _reorient(volume, codes):
     return Volume(moved, volume.affine @ nio.inv_ornt_aff(ornt, volume.shape)), ornt
 
 
-def test_sliding_window_equals_monai_on_the_same_model():
+@pytest.mark.parametrize(
+    ("shape", "overlap", "batch"),
+    [((40, 35, 24), 0.5, 2), ((70, 33, 50), 0.25, 3), ((20, 50, 31), 0.6, 1), ((10, 12, 9), 0.5, 2)],
+)
+def test_sliding_window_equals_monai_on_the_same_model(shape, overlap, batch):
     from monai.inferers import sliding_window_inference
 
     from seqinv.models import ModelConfig, SeqInvUNet
 
     net = SeqInvUNet(ModelConfig.from_preset("tiny", arch="unet", task="segment", out_channels=3)).eval()
-    image = torch.randn(1, 1, 40, 35, 24)
-    settings = InferenceSettings(overlap=0.5, sw_batch_size=2, precision="fp32")
+    image = torch.randn(1, 1, *shape)
+    settings = InferenceSettings(overlap=overlap, sw_batch_size=batch, precision="fp32")
     ours = sliding_window(net, image, (32, 32, 32), settings, torch.device("cpu"), pad_value=0.0)
     with torch.no_grad():
-        reference = sliding_window_inference(image, (32, 32, 32), 2, net, overlap=0.5, mode="gaussian")
+        reference = sliding_window_inference(image, (32, 32, 32), 2, net, overlap=overlap, mode="gaussian")
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_segmenting_does_not_import_monai(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from seqinv.io import Volume\n"
+        "from seqinv.inference import segment_volume\n"
+        "from seqinv.models import ModelConfig, SeqInvUNet\n"
+        "net = SeqInvUNet(ModelConfig.from_preset('tiny', arch='unet', task='segment', out_channels=4,"
+        " patch_size=(32, 32, 32)))\n"
+        "segment_volume(Volume(np.random.rand(20, 20, 20).astype('float32'), np.eye(4)), net)\n"
+        "assert 'monai' not in sys.modules, 'monai was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 @pytest.mark.parametrize("shape", [(40, 35, 24), (10, 12, 9)])  # larger and smaller than one window

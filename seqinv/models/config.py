@@ -67,7 +67,8 @@ class ModelConfig:
 
     @classmethod
     def from_preset(cls, preset: str = "paper", **overrides: Any) -> ModelConfig:
-        """Config of a named preset (`tiny`, `mini`, `small`, `paper`); keyword overrides replace fields."""
+        """Config of a named preset (`tiny`, `lite`, `mini`, `small`, `paper`); keyword overrides replace
+        fields."""
         if preset not in PRESETS:
             raise ParameterError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
         features, decoder_features = PRESETS[preset]

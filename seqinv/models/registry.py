@@ -66,10 +66,11 @@ class PublishedModel:
 # sha256 of each published model.safetensors (the bundled copy and the Hub file are the same file).
 # `bundle_model` prints the value to put here; a name missing here is not hash-checked.
 WEIGHTS_SHA256: dict[str, str] = {
-    "seqinv": "ff588670e9ed2a6bd8bfd3537e6604c5b757b1171d16c9e6db888df9aa5aa704",
-    "seqaug": "b9f5d91623a47ee951f09628291f823de7672e0318014af7ff7e7cc24cfa9b2b",
-    "denoise": "5d986e588b69cfff6e565e99557000bf0ff0fa2c48d40c51855d997572b9c28e",
-    "ixi": "b8cc532df018d980b59f99ff39948c3a3f10de5263179c718769e26fe0a49d0e",
+    "seqinv": "df7eb633fea99f98a5da29d2c7a2395ad7982b07ee9e4259e83d6512fc18339b",
+    "seqaug": "fdf4513434b54d4337fab3297fcb789e7ff5e1c479ee6d1fe95ab9ff0d8308da",
+    "base": "318b6d01b6927b6fbeae0ab21ec32b18fc66258809686248e44e4dc35ec194d1",
+    "denoise": "8cd8fe5783de02334faeb892c5aff70bca76d5ab952b17c8ec05df7f33aed3a1",
+    "ixi": "5fa9e9b87313c1bf46fb8b028914ac995e3ff64d29454c3008ca06d3605f5380",
 }
 
 
@@ -88,19 +89,19 @@ PUBLISHED: dict[str, PublishedModel] = {
         _entry(
             "seqinv",
             "encoder",
-            "seqinv-mini-encoder",
+            "seqinv-lite-encoder",
             "SeqInv encoder: two different simulated sequences per pair",
         ),
-        _entry("seqaug", "encoder", "seqaug-mini-encoder", "SeqAug encoder: one random sequence per pair"),
-        _entry("base", "encoder", "base-mini-encoder", "Base encoder: MPRAGE-like views only"),
+        _entry("seqaug", "encoder", "seqaug-lite-encoder", "SeqAug encoder: one random sequence per pair"),
+        _entry("base", "encoder", "base-lite-encoder", "Base encoder: MPRAGE-like views only"),
         _entry(
-            "ixi", "task", "seqinv-mini-ixi", "tissue segmentation (background, CSF, GM, WM), any contrast"
+            "ixi", "task", "seqinv-lite-ixi", "tissue segmentation (background, CSF, GM, WM), any contrast"
         ),
-        _entry("arc", "task", "seqinv-mini-arc", "stroke lesion segmentation (background, lesion)"),
+        _entry("arc", "task", "seqinv-lite-arc", "stroke lesion segmentation (background, lesion)"),
         _entry(
             "denoise",
             "task",
-            "seqinv-mini-denoise",
+            "seqinv-lite-denoise",
             "denoising (predicts the noise; output = input - noise)",
         ),
     )
