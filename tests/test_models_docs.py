@@ -13,7 +13,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 
 def _example() -> str:
-    text = DOC.read_text()
+    text = DOC.read_text(encoding="utf-8")
     match = re.search(r"<!-- example:features .*?-->\n```python\n(.*?)```", text, re.S)
     assert match, "docs/models.md lost its feature-extraction example"
     return match.group(1)

@@ -66,7 +66,7 @@ def read_config_file(path: str) -> dict[str, Any]:
     if not file.is_file():
         raise InputError(f"config file {path} does not exist; see training/configs/ for examples")
     try:
-        data = tomllib.loads(file.read_text())
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"config file {path} is not valid TOML: {err}") from err
     data = data.get("train", data)

@@ -222,12 +222,12 @@ def write_results(rows: list[dict], summary: list[dict], model_order: list[str],
     }
     for key, data in (("rows", rows), ("summary", summary)):
         tmp = paths[key].with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(data[0]) if data else ["model"])
             writer.writeheader()
             writer.writerows(data)
         tmp.replace(paths[key])
-    paths["table"].write_text(markdown_table(summary, model_order))
+    paths["table"].write_text(markdown_table(summary, model_order), encoding="utf-8")
     return {k: str(v) for k, v in paths.items()}
 
 

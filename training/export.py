@@ -49,7 +49,7 @@ def model_from_checkpoint(state: dict):
 
 def read_metrics(csv_path: str | Path, model_label: str) -> list[dict]:
     """Rows of an evaluate summary.csv for one model label."""
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", encoding="utf-8") as f:
         return [r for r in csv.DictReader(f) if r["model"] == model_label]
 
 
@@ -99,7 +99,7 @@ def render_card(model, metrics_rows: list[dict], template: Path = TEMPLATE) -> s
         "batch": training.get("global_batch_size", "?"),
         "precision": training.get("precision", "?"),
     }
-    return string.Template(template.read_text()).safe_substitute(values)
+    return string.Template(template.read_text(encoding="utf-8")).safe_substitute(values)
 
 
 def export(
@@ -147,7 +147,7 @@ def export(
     if name:
         model.config.name = name
     out = model.save_pretrained(output)
-    (Path(out) / "README.md").write_text(render_card(model, rows))
+    (Path(out) / "README.md").write_text(render_card(model, rows), encoding="utf-8")
     return Path(out)
 
 
@@ -164,7 +164,7 @@ def _final_record(run: str | Path) -> dict:
     config = Path(run) / "config.json"
     if not config.is_file():
         return {}
-    return dict(json.loads(config.read_text()).get("training") or {})
+    return dict(json.loads(config.read_text(encoding="utf-8")).get("training") or {})
 
 
 def _command_for(kind: str, options: dict, command_line) -> str:

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Rebuilds the bundled default models on a CPU, exactly as published (about 2 h on 2 cores).
+# The bundled default models' recipe on a CPU (samples from CPU workers instead of the GPU). The published
+# weights were made on one GPU by training/make_defaults_gpu.sh; on 2 CPU cores the 96³ configs take many
+# hours (a `lite` pretraining step of 8 pairs is tens of seconds).
 # Usage: bash training/make_defaults.sh [RUNS_DIR]
 # Every step's options live in training/configs/*.toml; two single-thread jobs share the 2 cores
 # (measured: two 1-thread jobs beat one 2-thread job when anything else runs on the machine).

@@ -184,7 +184,7 @@ def segment(
     def skip(src: Path, dst: Path) -> bool:
         if not _skip_fn(skip_existing)(src, dst):
             return False
-        meta = json.loads(sidecar_path(dst).read_text())
+        meta = json.loads(sidecar_path(dst).read_text(encoding="utf-8"))
         rows.append(_csv_row(src, dst, meta.get("volumes_ml", {})))
         return True
 

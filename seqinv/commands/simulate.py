@@ -71,7 +71,7 @@ def _write_json(path: Path, record: dict) -> None:
     from seqinv.io import atomic_path
 
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def register(app: typer.Typer) -> None:

@@ -132,7 +132,7 @@ def file_sha256(path: Path) -> str | None:
 
 def write_json(path: Path, data: dict) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n", encoding="utf-8")
 
 
 def _jsonable(value):
@@ -180,7 +180,7 @@ def update_csv(path: Path, rows: list[dict], key: str = "input") -> None:
     """Write rows to a cohort CSV, replacing earlier rows of the same input and keeping the others."""
     existing: list[dict] = []
     if path.is_file():
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8") as fh:
             existing = list(csv.DictReader(fh))
     new_keys = {r[key] for r in rows}
     merged = [r for r in existing if r.get(key) not in new_keys] + rows
@@ -192,7 +192,7 @@ def update_csv(path: Path, rows: list[dict], key: str = "input") -> None:
     writer.writeheader()
     writer.writerows(merged)
     with atomic_path(path) as tmp:
-        tmp.write_text(buffer.getvalue())
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
 
 
 @dataclass
