@@ -207,3 +207,45 @@ def test_auto_precision_follows_cpu_bf16_support(monkeypatch):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16"
     assert resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_tissue_labels_in_the_air_are_cleared_unless_asked_to_keep_them():
+    affine = np.eye(4)
+    truth, image = shells(affine, (36, 34, 32))
+    image[1:5, 1:5, 1:5] = INTENSITY[2]  # a GM-bright island in the air, far from the head
+    volume = Volume(image, affine)
+    cleared = segment_volume(volume, IntensityClassifier())
+    kept = segment_volume(volume, IntensityClassifier(), head_mask=False)
+    assert (kept.labels[1:5, 1:5, 1:5] > 0).all()
+    assert (cleared.labels[1:5, 1:5, 1:5] == 0).all()
+    assert np.mean(cleared.labels[6:] == kept.labels[6:]) > 0.999  # the head is untouched
+    assert (cleared.model_labels[1:5, 1:5, 1:5] == 0).all()  # the QC montage shows what was written
+
+
+def test_head_region_fills_dark_csf_and_leaves_out_air_noise():
+    from seqinv.inference.core import head_region
+
+    rng = np.random.default_rng(0)
+    shape = (40, 40, 40)
+    _, image = shells(np.eye(4), shape)
+    radius = np.linalg.norm(np.argwhere(np.ones(shape)) - [18, 17, 16], axis=1).reshape(shape)
+    image[(radius >= 13) & (radius < 15)] = 60.0  # a bright scalp, apart from the brain (T1w-like)
+    image[(image == INTENSITY[1])] = 2.0  # CSF darker than the noise threshold
+    noisy = image + rng.random(image.shape).astype(np.float32) * 4.0
+    noisy[1:4, 1:4, 1:4] += 60.0  # a bright speck in the air
+    head = head_region(noisy)
+    inside = (
+        np.linalg.norm(np.argwhere(np.ones(image.shape)) - [18, 17, 16], axis=1).reshape(image.shape) < 12
+    )
+    assert head[inside].all()  # dark CSF shell filled
+    assert not head[1:4, 1:4, 1:4].any()  # the speck is not the head
+
+
+def test_lesion_models_keep_labels_anywhere():
+    net = IntensityClassifier()
+    net.config.labels = ["background", "lesion"]
+    net.centres = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1, 1)
+    image = np.zeros((20, 20, 20), np.float32)
+    image[1:6, 1:6, 1:6], image[11:18, 11:18, 11:18] = 100.0, 100.0  # >= 10 voxels a slice: not noise
+    result = segment_volume(Volume(image, np.eye(4)), net)
+    assert result.labels[3, 3, 3] == 1 and result.labels[14, 14, 14] == 1

@@ -106,6 +106,11 @@ def segment(
     qc: str = typer.Option(
         None, "--qc", help="PNG montage with the labels overlaid (a folder for many inputs)."
     ),
+    no_head_mask: bool = typer.Option(
+        False,
+        "--no-head-mask",
+        help="Keep tissue labels outside the head (by default the air around it is background).",
+    ),
     device: str = _DEVICE,
     precision: str = _PRECISION,
     overlap: float = _OVERLAP,
@@ -145,7 +150,7 @@ def segment(
         start = time.perf_counter()
         volume = read_volume(src)
         read_s = time.perf_counter() - start
-        result = segment_volume(volume, net, settings, probs=probs)
+        result = segment_volume(volume, net, settings, probs=probs, head_mask=False if no_head_mask else None)
         start = time.perf_counter()
         header = volume.header
         write_volume(dst, result.labels, volume.affine, header, dtype="uint8")

@@ -155,9 +155,17 @@ def _setup(model: Any, settings: InferenceSettings):
 
 # ------------------------------------------------------------------------------------------------ segment
 def segment_volume(
-    volume: Volume, model: Any, settings: InferenceSettings | None = None, probs: bool = False
+    volume: Volume,
+    model: Any,
+    settings: InferenceSettings | None = None,
+    probs: bool = False,
+    head_mask: bool | None = None,
 ) -> SegmentResult:
-    """Tissue/lesion labels (uint8) on the input's grid, per-class volumes in mL, optional probabilities."""
+    """Tissue/lesion labels (uint8) on the input's grid, per-class volumes in mL, optional probabilities.
+
+    `head_mask` (default: on for tissue models, off for lesion models) labels as background everything
+    outside the head (`head_region`): tissue labels in the noisy air of a scan are not anatomy.
+    """
     import torch
 
     settings = settings or InferenceSettings()
@@ -174,7 +182,12 @@ def segment_volume(
             device,
         )[0].numpy()
     with timer.stage("postprocess"):
+        if _is_tissue_model(net.config) if head_mask is None else head_mask:
+            outside = ~head_region(image[0, 0].numpy())
+            model_probs[:, outside] = 0.0
+            model_probs[0, outside] = 1.0
         labels = record.invert_labels(model_probs)
+        model_labels = np.argmax(model_probs, axis=0).astype(np.uint8)
         native_probs = None
         if probs:
             fills = [1.0] + [0.0] * (model_probs.shape[0] - 1)
@@ -189,9 +202,36 @@ def segment_volume(
         volumes_ml=volumes,
         record=record,
         model_image=image[0, 0].numpy(),
-        model_labels=np.argmax(model_probs, axis=0).astype(np.uint8),
+        model_labels=model_labels,
         info=RunInfo(str(device), precision, settings.to_dict(), timer.stages_s),
     )
+
+
+def _is_tissue_model(config: Any) -> bool:
+    return list(getattr(config, "labels", []) or [])[:1] == ["background"] and len(config.labels) == 4
+
+
+def head_region(image: np.ndarray, fraction: float = 0.05, keep: float = 0.05) -> np.ndarray:
+    """The head: the connected regions above `fraction` of the robust intensity range that hold at least
+    `keep` of the largest one's voxels (brain and scalp may be separate), closed, with holes (dark CSF,
+    skull, air cavities) filled. The noise in the air around the head stays outside.
+
+    Worked out on a 2× subsampled grid (2 mm): the full-resolution morphology took 2 s of a 20 s budget.
+    """
+    from scipy import ndimage
+
+    coarse = image[::2, ::2, ::2]
+    lo, hi = np.percentile(coarse, [0.5, 99.5])
+    regions, count = ndimage.label(coarse > lo + fraction * (hi - lo))
+    if count == 0:
+        return np.ones(image.shape, dtype=bool)
+    sizes = np.bincount(regions.ravel())
+    sizes[0] = 0
+    head = np.pad(np.isin(regions, np.flatnonzero(sizes >= keep * sizes.max())), 2)
+    head = ndimage.binary_fill_holes(ndimage.binary_closing(head, iterations=2)[2:-2, 2:-2, 2:-2])
+    head = ndimage.binary_dilation(head)  # a 2 mm margin: the coarse grid must not cut the head's edge
+    full = head.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)  # back to the input's grid
+    return full[: image.shape[0], : image.shape[1], : image.shape[2]]
 
 
 def _label_names(config: Any, channels: int) -> list[str]:
