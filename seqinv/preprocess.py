@@ -82,6 +82,29 @@ def foreground_box(array: np.ndarray, margin: int = CROP_MARGIN_VOX) -> tuple[sl
     return tuple(box)
 
 
+def head_region(image: np.ndarray, fraction: float = FOREGROUND_FRACTION, keep: float = 0.05) -> np.ndarray:
+    """The head: the connected regions above `fraction` of the robust intensity range that hold at least
+    `keep` of the largest one's voxels (brain and scalp may be separate), closed, with holes (dark CSF,
+    skull, air cavities) filled. The noise in the air around the head stays outside.
+
+    Worked out on a 2× subsampled grid (2 mm): the full-resolution morphology took 2 s of a 20 s budget.
+    """
+    from scipy import ndimage
+
+    coarse = image[::2, ::2, ::2]
+    lo, hi = np.percentile(coarse, [0.5, 99.5])
+    regions, count = ndimage.label(coarse > lo + fraction * (hi - lo))
+    if count == 0:
+        return np.ones(image.shape, dtype=bool)
+    sizes = np.bincount(regions.ravel())
+    sizes[0] = 0
+    head = np.pad(np.isin(regions, np.flatnonzero(sizes >= keep * sizes.max())), 2)
+    head = ndimage.binary_fill_holes(ndimage.binary_closing(head, iterations=2)[2:-2, 2:-2, 2:-2])
+    head = ndimage.binary_dilation(head)  # a 2 mm margin: the coarse grid must not cut the head's edge
+    full = head.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)  # back to the input's grid
+    return full[: image.shape[0], : image.shape[1], : image.shape[2]]
+
+
 @dataclass
 class PreprocessRecord:
     """What `Preprocessor.apply` did, so results can be mapped back to the input's grid."""

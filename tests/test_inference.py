@@ -223,7 +223,7 @@ def test_tissue_labels_in_the_air_are_cleared_unless_asked_to_keep_them():
 
 
 def test_head_region_fills_dark_csf_and_leaves_out_air_noise():
-    from seqinv.inference.core import head_region
+    from seqinv.preprocess import head_region
 
     rng = np.random.default_rng(0)
     shape = (40, 40, 40)

@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+from monai.transforms import RandomizableTransform
 
 
 @dataclass(frozen=True)
@@ -156,59 +157,49 @@ def intensity_transforms(cfg: AugmentConfig, patch_size: int, *, noise: bool = T
     return out
 
 
-def _device_generator(seed: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(int(seed))
+class _TorchRandom(RandomizableTransform):
+    """MONAI-seeded transform that draws its large random arrays with torch on the image's device.
 
-
-class _TorchRandom:
-    """Mixin for MONAI-seeded transforms that draw their large random arrays with torch on the image's
-    device. MONAI's RandBiasField and RandRicianNoise build them in numpy on the CPU: on a GPU that
-    round trip, not the network, limited training speed."""
-
-    def _generator(self, img: torch.Tensor) -> torch.Generator:
-        return _device_generator(self.R.randint(0, 2**31 - 1), img.device)
-
-
-def _randomizable():
-    from monai.transforms import RandomizableTransform
-
-    return RandomizableTransform
-
-
-class RandSmoothBias(_TorchRandom, _randomizable()):
-    """Multiplicative bias field exp(c·f), f trilinearly upsampled from 4³ N(0, 1) control points,
-    c ~ U(0, coeff): the same smooth-field family as the physics receive field."""
-
-    def __init__(self, coeff: float = 0.3, prob: float = 0.5, control_points: int = 4):
-        _randomizable().__init__(self, prob)
-        self.coeff, self.control_points = coeff, control_points
+    MONAI's RandBiasField and RandRicianNoise build them in numpy on the CPU: on a GPU that round trip,
+    not the network, limited training speed. Subclasses implement `_apply(img, generator)`."""
 
     def __call__(self, img):
-        import torch.nn.functional as F
-
         img = torch.as_tensor(img)
         self.randomize(None)
         if not self._do_transform:
             return img
+        return self._apply(img)
+
+    def _generator(self, img: torch.Tensor) -> torch.Generator:
+        return torch.Generator(device=img.device).manual_seed(int(self.R.randint(0, 2**31 - 1)))
+
+
+class RandSmoothBias(_TorchRandom):
+    """Multiplicative bias field exp(c·f), c ~ U(0, coeff): the physics receive field
+    (`seqinv.physics.priors.random_receive_field`) with a random strength."""
+
+    def __init__(self, coeff: float = 0.3, prob: float = 0.5, control_points: int = 4):
+        super().__init__(prob)
+        self.coeff, self.control_points = coeff, control_points
+
+    def _apply(self, img: torch.Tensor) -> torch.Tensor:
+        from seqinv.physics.priors import random_receive_field
+
         strength = self.R.uniform(0.0, self.coeff)
-        size = (1, 1, *(self.control_points,) * 3)
-        coarse = torch.randn(size, generator=self._generator(img), device=img.device)
-        field = F.interpolate(coarse, size=tuple(img.shape[-3:]), mode="trilinear", align_corners=True)
-        return img * (field[0] * strength).exp().to(img.dtype)
+        field = random_receive_field(
+            img.shape, self._generator(img), strength, control_points=self.control_points
+        )
+        return img * field.to(img.dtype)
 
 
-class RandRician(_TorchRandom, _randomizable()):
+class RandRician(_TorchRandom):
     """Rician noise sqrt((x + n1)² + n2²), n ~ N(0, s²), s ~ U(0, std) per sample."""
 
     def __init__(self, prob: float = 0.5, std: float = 0.05):
-        _randomizable().__init__(self, prob)
+        super().__init__(prob)
         self.std = std
 
-    def __call__(self, img):
-        img = torch.as_tensor(img)
-        self.randomize(None)
-        if not self._do_transform:
-            return img
+    def _apply(self, img: torch.Tensor) -> torch.Tensor:
         sigma = self.R.uniform(0.0, self.std)
         gen = self._generator(img)
         n1 = torch.randn(img.shape, generator=gen, device=img.device, dtype=img.dtype)

@@ -116,6 +116,14 @@ def phantom_pool(
     return [load_phantom(s, lesion=lesion, cache_dir=cache_dir) for s in training_seeds(count, first_seed)]
 
 
+def place_pool(subjects: list[Subject], data_device: str, train_device: str):
+    """(pool, device for sample generation): with `--data-device cuda` the pool moves to the training GPU
+    and samples are generated there; otherwise it stays on the CPU (device None)."""
+    if data_device != "cuda":
+        return subjects, None
+    return to_device(subjects, train_device), train_device
+
+
 def to_device(subjects: list[Subject], device) -> list[Subject]:
     """The pool with every tensor on `device` (GPU sample generation: no worker processes needed)."""
     import dataclasses

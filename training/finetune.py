@@ -17,7 +17,7 @@ from training.data import (
     default_cache_dir,
     label_fraction,
     phantom_pool,
-    to_device,
+    place_pool,
 )
 from training.distributed import DistInfo, setup, teardown
 from training.losses import dice_ce
@@ -131,12 +131,10 @@ def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool =
         class_weights = parse_class_weights(opts.class_weights, len(opts.labels)) if opts.labels else None
         subjects, data_desc = build_subjects(opts)
         unet = unet.to(info.device, memory_format=torch.channels_last_3d)
-        if opts.data_device == "cuda":
-            subjects = to_device(subjects, info.device)
+        subjects, data_device = place_pool(subjects, opts.data_device, info.device)
         model, params, optimizer, scheduler, start_step, before = loop.prepare_training(unet, opts, info, out)
 
         noise = NoiseConfig(opts.sigma_min, opts.sigma_max, opts.rician_prob)
-        data_device = info.device if opts.data_device == "cuda" else None
         maker = PatchMaker(opts.task, opts.patch_size, AugmentConfig.finetune(), noise, device=data_device)
         data = loop.batches(
             PatchDataset(subjects, maker, opts.seed),

@@ -12,7 +12,7 @@ from torch import nn
 
 from training import loop
 from training.augment import AugmentConfig
-from training.data import PretrainDataset, ViewMaker, default_cache_dir, maps_pool, phantom_pool, to_device
+from training.data import PretrainDataset, ViewMaker, default_cache_dir, maps_pool, phantom_pool, place_pool
 from training.distributed import DistInfo, global_nt_xent, setup, teardown
 from training.options import STRATEGIES, PretrainOptions, check_patch  # noqa: F401 (re-exported)
 
@@ -88,9 +88,7 @@ def run_pretrain(opts: PretrainOptions, command: str = "", show_progress: bool =
         )
 
         aug = dataclasses.replace(AugmentConfig.pretrain(), elastic_prob=0.3 if opts.elastic else 0.0)
-        if opts.data_device == "cuda":
-            subjects = to_device(subjects, info.device)
-        data_device = info.device if opts.data_device == "cuda" else None
+        subjects, data_device = place_pool(subjects, opts.data_device, info.device)
         maker = ViewMaker(opts.strategy, opts.patch_size, aug, device=data_device)
         dataset = PretrainDataset(subjects, maker, opts.seed)
         data = loop.batches(dataset, start_step, opts.steps, opts.batch_size, info, opts.workers)

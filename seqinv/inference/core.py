@@ -11,7 +11,7 @@ import numpy as np
 from seqinv.errors import ParameterError, WeightsError
 from seqinv.inference.sliding import InferenceSettings, resolve_device, resolve_precision, sliding_window
 from seqinv.io import Volume
-from seqinv.preprocess import Preprocessor, PreprocessRecord
+from seqinv.preprocess import Preprocessor, PreprocessRecord, head_region
 
 #: CLI task name -> (registry name of its default model, what the model's config.task must be)
 TASKS: dict[str, tuple[str, str]] = {
@@ -211,29 +211,6 @@ def _is_tissue_model(config: Any) -> bool:
     return list(getattr(config, "labels", []) or [])[:1] == ["background"] and len(config.labels) == 4
 
 
-def head_region(image: np.ndarray, fraction: float = 0.05, keep: float = 0.05) -> np.ndarray:
-    """The head: the connected regions above `fraction` of the robust intensity range that hold at least
-    `keep` of the largest one's voxels (brain and scalp may be separate), closed, with holes (dark CSF,
-    skull, air cavities) filled. The noise in the air around the head stays outside.
-
-    Worked out on a 2× subsampled grid (2 mm): the full-resolution morphology took 2 s of a 20 s budget.
-    """
-    from scipy import ndimage
-
-    coarse = image[::2, ::2, ::2]
-    lo, hi = np.percentile(coarse, [0.5, 99.5])
-    regions, count = ndimage.label(coarse > lo + fraction * (hi - lo))
-    if count == 0:
-        return np.ones(image.shape, dtype=bool)
-    sizes = np.bincount(regions.ravel())
-    sizes[0] = 0
-    head = np.pad(np.isin(regions, np.flatnonzero(sizes >= keep * sizes.max())), 2)
-    head = ndimage.binary_fill_holes(ndimage.binary_closing(head, iterations=2)[2:-2, 2:-2, 2:-2])
-    head = ndimage.binary_dilation(head)  # a 2 mm margin: the coarse grid must not cut the head's edge
-    full = head.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)  # back to the input's grid
-    return full[: image.shape[0], : image.shape[1], : image.shape[2]]
-
-
 def _label_names(config: Any, channels: int) -> list[str]:
     names = list(getattr(config, "labels", []) or [])
     return names if len(names) == channels else [f"label{i}" for i in range(channels)]
@@ -310,7 +287,10 @@ def denoise_volume(
 
 # ------------------------------------------------------------------------------------------------ embed
 def embed_volume(volume: Volume, model: Any, settings: InferenceSettings | None = None) -> EmbedResult:
-    """Dense deepest-stage encoder features over the scan (1/16 resolution) and their spatial mean."""
+    """Dense deepest-stage encoder features over the scan (1/16 resolution) and their pooled vector (the
+    encoder's own pooling: mean, or max for `pooling="max"` models)."""
+    import torch
+
     settings = settings or InferenceSettings()
     encoder = getattr(model, "encoder", model)
     timer = Timer()
@@ -327,14 +307,9 @@ def embed_volume(volume: Volume, model: Any, settings: InferenceSettings | None 
     to_crop[:3, :3] = np.diag(step)
     to_crop[:3, 3] = (step - 1) / 2  # a feature voxel sits at the centre of the block it summarises
     return EmbedResult(
-        pooled=_pool(dense, net.config.pooling),
+        pooled=net.pool(torch.from_numpy(dense)[None])[0].numpy(),
         dense=dense,
         dense_affine=record.crop_affine @ to_crop,
         record=record,
         info=RunInfo(str(device), precision, settings.to_dict(), timer.stages_s),
     )
-
-
-def _pool(dense: np.ndarray, pooling: str) -> np.ndarray:
-    flat = dense.reshape(dense.shape[0], -1)
-    return flat.max(axis=1) if pooling == "max" else flat.mean(axis=1)
