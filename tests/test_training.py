@@ -315,6 +315,40 @@ def test_init_starts_from_a_trained_decoder_and_refuses_another_encoder(tmp_path
         finetune.build_unet(SeqInvEncoder(preset="tiny"), opts)
 
 
+def test_train_encoder_trains_the_whole_unet_and_init_copies_its_encoder(tmp_path, monkeypatch):
+    from seqinv.models import SeqInvEncoder, SeqInvUNet
+    from training import finetune
+
+    torch.manual_seed(0)
+    encoder = SeqInvEncoder(preset="tiny")
+    encoder.save_pretrained(tmp_path / "enc")
+    other = SeqInvUNet.from_encoder(SeqInvEncoder(preset="tiny"), out_channels=4)  # another encoder
+    other.save_pretrained(tmp_path / "trained")
+    opts = finetune.FinetuneOptions(
+        output=str(tmp_path / "seg"),
+        encoder=str(tmp_path / "enc"),
+        init=str(tmp_path / "trained"),
+        train_encoder=True,
+        task="ixi",
+        phantom=True,
+        patch_size=32,
+        steps=2,
+        lr=1e-2,
+        dropout=0.0,
+    )
+    unet = finetune.build_unet(encoder, opts)
+    assert all(p.requires_grad for p in unet.parameters())
+    for key, value in other.state_dict().items():
+        assert torch.equal(unet.state_dict()[key], value)
+    monkeypatch.setattr(finetune, "build_subjects", lambda opts: ([sphere_subject()], "spheres"))
+    finetune.run_finetune(opts, show_progress=False)
+    result = SeqInvUNet.from_pretrained(str(tmp_path / "seg"))
+    changed = [
+        k for k, v in other.encoder.state_dict().items() if not torch.equal(result.encoder.state_dict()[k], v)
+    ]
+    assert changed and result.config.training["options"]["train_encoder"] is True
+
+
 def test_data_device_cuda_needs_workers_0():
     from seqinv.errors import ParameterError
     from training.options import PretrainOptions

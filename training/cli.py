@@ -45,7 +45,9 @@ HELP = {
     "name": "Model name stored in config.json.",
     "cache_dir": "Phantom cache folder (default ~/.cache/seqinv/phantoms or $SEQINV_CACHE).",
     "encoder": "Pretrained encoder: a folder, a Hub repo id or a published model name.",
-    "init": "Start the decoder from this trained U-Net (same encoder and task), e.g. to train on.",
+    "init": "Start the decoder from this trained U-Net (same encoder and task), e.g. to train on; with "
+    "--train-encoder its encoder too.",
+    "train_encoder": "Fine-tune the encoder too (end to end) instead of freezing it (the paper freezes it).",
     "task": "ixi (tissue: bg/CSF/GM/WM), arc (stroke lesion), denoise.",
     "label_fraction": "Percent of training subjects whose labels are used (1, 10, 100).",
     "class_weights": "Cross-entropy class weights, comma-separated, one per class.",

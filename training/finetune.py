@@ -1,4 +1,5 @@
-"""Frozen-encoder fine-tuning (SPEC §5): segmentation (Dice + CE) and denoising (noise-prediction MSE)."""
+"""Fine-tuning (SPEC §5): segmentation (Dice + CE) and denoising (noise-prediction MSE) on a frozen
+encoder, or end to end with --train-encoder."""
 
 from __future__ import annotations
 
@@ -68,17 +69,21 @@ def build_unet(encoder, opts: FinetuneOptions):
     unet = SeqInvUNet(config)
     unet.encoder.load_state_dict(encoder.state_dict(), strict=True)
     if opts.init:
-        start_decoder_from(unet, opts.init)
-    return unet.freeze_encoder()
+        start_from(unet, opts.init, with_encoder=opts.train_encoder)
+    return unet if opts.train_encoder else unet.freeze_encoder()
 
 
-def start_decoder_from(unet, name_or_path: str) -> None:
-    """Copy the decoder of a trained U-Net; its encoder must be the one this run was given."""
+def start_from(unet, name_or_path: str, with_encoder: bool = False) -> None:
+    """Copy the decoder of a trained U-Net (and its encoder when `with_encoder`, for end-to-end runs).
+
+    Without `with_encoder` its encoder must be the one this run was given: a decoder only fits the
+    features it was trained on.
+    """
     from seqinv.errors import ParameterError
     from seqinv.models import SeqInvUNet
 
     trained = SeqInvUNet.from_pretrained(name_or_path)
-    same = all(
+    same = with_encoder or all(
         torch.equal(a, b)
         for a, b in zip(
             trained.encoder.state_dict().values(), unet.encoder.state_dict().values(), strict=True
@@ -87,8 +92,10 @@ def start_decoder_from(unet, name_or_path: str) -> None:
     if not same or trained.config.out_channels != unet.config.out_channels:
         raise ParameterError(
             f"--init {name_or_path}: its encoder or outputs differ from this run's (--encoder, --task); "
-            "give a model trained on the same encoder for the same task"
+            "give a model trained on the same encoder for the same task (or add --train-encoder)"
         )
+    if with_encoder:
+        unet.encoder.load_state_dict(trained.encoder.state_dict(), strict=True)
     unet.decoder.load_state_dict(trained.decoder.state_dict(), strict=True)
 
 
@@ -118,7 +125,8 @@ def denoise_loss(model, batch):
 
 
 def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool = True) -> dict:
-    """Train a decoder on a frozen encoder; writes the SeqInvUNet (Hub layout) to `opts.output`."""
+    """Train a decoder on a frozen encoder (the whole U-Net with `train_encoder`); writes the SeqInvUNet
+    (Hub layout) to `opts.output`."""
     opts.validate()
     if opts.threads > 0:
         torch.set_num_threads(opts.threads)

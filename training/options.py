@@ -90,6 +90,7 @@ class FinetuneOptions:
     output: str = ""
     encoder: str = ""  # folder, Hub repo id or registry name of a SeqInvEncoder (or a U-Net's encoder)
     init: str = ""  # a trained U-Net (same encoder and task) whose decoder this run starts from
+    train_encoder: bool = False  # fine-tune the encoder too (end to end) instead of freezing it
     task: str = "ixi"  # ixi | arc | denoise
     phantom: bool = False
     data: str = ""  # IXI-style or BIDS-style ARC folder (see docs/training.md)
