@@ -15,6 +15,7 @@ from training.data import (
     ViewMaker,
     crop_pad,
     label_fraction,
+    sample_seed,
     training_seeds,
 )
 
@@ -347,6 +348,24 @@ def test_train_encoder_trains_the_whole_unet_and_init_copies_its_encoder(tmp_pat
         k for k, v in other.encoder.state_dict().items() if not torch.equal(result.encoder.state_dict()[k], v)
     ]
     assert changed and result.config.training["options"]["train_encoder"] is True
+
+
+def test_sequences_option_limits_the_simulated_kinds(monkeypatch):
+    from seqinv.errors import ParameterError
+    from seqinv.physics import priors
+    from training.options import FinetuneOptions
+
+    drawn, real = [], priors.draw_sequence
+    monkeypatch.setattr(
+        priors, "draw_sequence", lambda gen, kinds=None: drawn.append(real(gen, kinds)) or drawn[-1]
+    )
+    maker = PatchMaker("ixi", 32, AugmentConfig.none(), kinds=("fse", "flair"))
+    for index in range(8):
+        maker.sample(sphere_subject(), sample_seed(0, index))
+    assert {seq.to_dict()["sequence"] for seq in drawn} == {"fse", "flair"}
+    opts = FinetuneOptions(output="o", encoder="e", phantom=True, sequences="fse,bogus")
+    with pytest.raises(ParameterError, match="--sequences: unknown kind.*bogus"):
+        opts.validate()
 
 
 def test_data_device_cuda_needs_workers_0():

@@ -321,7 +321,7 @@ class NoiseConfig:
 
 
 class PatchMaker:
-    """Fine-tuning patches: random contrast (priors, all kinds) per sample, labels cropped alongside.
+    """Fine-tuning patches: a random contrast (priors; all kinds or `kinds`) per sample, labels alongside.
 
     task `ixi`: tissue labels 0–3; `arc`: lesion 0/1 with half the crops centred on the lesion;
     `denoise`: (noisy, noise) pairs. `head_focus` of the other crops are centred on a labelled voxel, the
@@ -339,8 +339,10 @@ class PatchMaker:
         lesion_focus: float = 0.5,
         head_focus: float = 0.7,
         device=None,
+        kinds: tuple[str, ...] | None = None,
     ):
         self.task = task
+        self.kinds = kinds
         self.head_focus = head_focus
         self.patch_size = int(patch_size)
         self.aug = aug or AugmentConfig.finetune()
@@ -366,7 +368,7 @@ class PatchMaker:
         from seqinv.physics.priors import draw_sequence
 
         maps = crop_maps(subject.maps, start, self.crop_size)
-        return simulate_image(maps, draw_sequence(gen), gen)
+        return simulate_image(maps, draw_sequence(gen, self.kinds), gen)
 
     def sample(self, subject: Subject, seed: int) -> dict:
         gen = torch.Generator().manual_seed(seed)

@@ -22,7 +22,7 @@ from training.data import (
 )
 from training.distributed import DistInfo, setup, teardown
 from training.losses import dice_ce
-from training.options import TASKS, FinetuneOptions, check_patch  # noqa: F401 (re-exported)
+from training.options import TASKS, FinetuneOptions, check_patch, sequence_kinds  # noqa: F401 (re-exported)
 from training.pretrain import timing_summary
 
 
@@ -103,7 +103,8 @@ def build_subjects(opts: FinetuneOptions):
     if opts.phantom:
         cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
         subjects = phantom_pool(opts.phantoms, lesion=opts.task == "arc", cache_dir=cache)
-        desc = f"{opts.phantoms} built-in phantoms, random contrasts from the priors"
+        kinds = opts.sequences or "all kinds"
+        desc = f"{opts.phantoms} built-in phantoms, random contrasts from the priors ({kinds})"
     else:
         from training.datasets import load_folder
 
@@ -143,7 +144,14 @@ def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool =
         model, params, optimizer, scheduler, start_step, before = loop.prepare_training(unet, opts, info, out)
 
         noise = NoiseConfig(opts.sigma_min, opts.sigma_max, opts.rician_prob)
-        maker = PatchMaker(opts.task, opts.patch_size, AugmentConfig.finetune(), noise, device=data_device)
+        maker = PatchMaker(
+            opts.task,
+            opts.patch_size,
+            AugmentConfig.finetune(),
+            noise,
+            device=data_device,
+            kinds=sequence_kinds(opts.sequences),
+        )
         data = loop.batches(
             PatchDataset(subjects, maker, opts.seed),
             start_step,

@@ -73,6 +73,22 @@ def check_data_device(opts) -> None:
         raise ParameterError("--data-device cuda generates samples in the training process: use --workers 0")
 
 
+def sequence_kinds(text: str) -> tuple[str, ...] | None:
+    """`--sequences` as a tuple of kinds (None: every kind of the priors)."""
+    return tuple(k.strip() for k in text.split(",") if k.strip()) or None
+
+
+def check_sequences(text: str) -> None:
+    from seqinv.errors import ParameterError
+    from seqinv.physics.priors import PRIORS
+
+    unknown = [k for k in sequence_kinds(text) or () if k not in PRIORS]
+    if unknown:
+        raise ParameterError(
+            f"--sequences: unknown kind(s) {', '.join(unknown)}; choose from {', '.join(PRIORS)}"
+        )
+
+
 def check_patch(patch_size: int) -> None:
     from seqinv.errors import ParameterError
 
@@ -96,6 +112,7 @@ class FinetuneOptions:
     data: str = ""  # IXI-style or BIDS-style ARC folder (see docs/training.md)
     phantoms: int = 16
     label_fraction: float = 100.0
+    sequences: str = ""  # comma-separated sequence kinds to simulate (seqinv.physics.priors); "": all
     patch_size: int = 64
     batch_size: int = 2
     steps: int = 1000
@@ -135,6 +152,7 @@ class FinetuneOptions:
             if getattr(self, name) < 1:
                 raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
         check_data_device(self)
+        check_sequences(self.sequences)
         if self.dropout >= 1.0:
             raise ParameterError(f"--dropout {self.dropout}: must be < 1 (negative: the encoder's)")
         if not 0 <= self.sigma_min <= self.sigma_max:
