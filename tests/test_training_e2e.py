@@ -67,7 +67,7 @@ def test_pretrain_finetune_evaluate_export_and_run(tmp_path, monkeypatch):
         "--metrics-model",
         "seqinv",
     )
-    card = (tmp_path / "hub" / "README.md").read_text()
+    card = (tmp_path / "hub" / "README.md").read_text(encoding="utf-8")
     assert "pipeline_tag: image-segmentation" in card and "| ixi | T1w | phantom | dice |" in card
     config = json.loads((tmp_path / "hub" / "config.json").read_text())
     assert config["training"]["command"].startswith("seqinv train segment")
