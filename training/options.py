@@ -78,11 +78,17 @@ def sequence_kinds(text: str) -> tuple[str, ...] | None:
     return tuple(k.strip() for k in text.split(",") if k.strip()) or None
 
 
-def check_sequences(text: str) -> None:
+def check_sequences(opts) -> None:
     from seqinv.errors import ParameterError
-    from seqinv.physics.priors import PRIORS
 
-    unknown = [k for k in sequence_kinds(text) or () if k not in PRIORS]
+    kinds = sequence_kinds(opts.sequences)
+    if not kinds:
+        return  # no import of the priors (torch) for the default: bad options fail fast
+    if not opts.phantom:
+        raise ParameterError("--sequences chooses simulated contrasts: it needs --phantom, not --data")
+    from seqinv.physics.priors import PRIORS, unknown_kinds
+
+    unknown = unknown_kinds(kinds)
     if unknown:
         raise ParameterError(
             f"--sequences: unknown kind(s) {', '.join(unknown)}; choose from {', '.join(PRIORS)}"
@@ -152,7 +158,7 @@ class FinetuneOptions:
             if getattr(self, name) < 1:
                 raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
         check_data_device(self)
-        check_sequences(self.sequences)
+        check_sequences(self)
         if self.dropout >= 1.0:
             raise ParameterError(f"--dropout {self.dropout}: must be < 1 (negative: the encoder's)")
         if not 0 <= self.sigma_min <= self.sigma_max:

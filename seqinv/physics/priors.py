@@ -103,10 +103,15 @@ def _draw_params(kind: str, generator: torch.Generator) -> dict[str, float]:
     return params
 
 
+def unknown_kinds(kinds) -> list[str]:
+    """The names in `kinds` that are not sequence kinds of `PRIORS`."""
+    return [k for k in kinds if k not in PRIORS]
+
+
 def draw_sequence(generator: torch.Generator, kinds=None):
     """A random, physically valid sequence of one of `kinds` (default: every kind in `PRIORS`)."""
     kinds = tuple(DEFAULT_KINDS if kinds is None else ([kinds] if isinstance(kinds, str) else kinds))
-    unknown = [k for k in kinds if k not in PRIORS]
+    unknown = unknown_kinds(kinds)
     if unknown or not kinds:
         raise ParameterError(
             f"unknown sequence kind(s) {unknown or kinds!r}; choose from: {', '.join(PRIORS)}"
@@ -146,4 +151,4 @@ def random_receive_field(
     return smooth.mul_(strength).exp_().reshape(shape)
 
 
-__all__ = ["DEFAULT_KINDS", "PRIORS", "SEQUENCES", "draw_sequence", "random_receive_field"]
+__all__ = ["DEFAULT_KINDS", "PRIORS", "SEQUENCES", "draw_sequence", "random_receive_field", "unknown_kinds"]
