@@ -199,3 +199,21 @@ def test_folder_without_dicom_is_a_clear_error(tmp_path):
     (tmp_path / "notes" / "readme.txt").write_text("no images here")
     with pytest.raises(InputError, match="folder holds no DICOM series"):
         read_volume(tmp_path / "notes")
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from seqinv.models import SeqInvEncoder
+
+    old = os.umask(0o022)
+    try:
+        path = write_volume(tmp_path / "out.nii.gz", np.zeros((4, 4, 4), np.float32), np.eye(4))
+        model_dir = SeqInvEncoder(preset="tiny").save_pretrained(tmp_path / "model")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    files = sorted(model_dir.iterdir())
+    assert [p.name for p in files] == ["README.md", "config.json", "model.safetensors"]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}

@@ -192,6 +192,8 @@ class HubMixin:
         import torch
         from safetensors.torch import save_file
 
+        from seqinv.io import atomic_path
+
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         state = {}
@@ -202,20 +204,13 @@ class HubMixin:
             state[key] = value.contiguous()
         config = self.config.to_dict()
         config["seqinv_version"] = __version__
-        _atomic_write(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
-        with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
-            tmp_path = tmp.name
-        try:
-            save_file(
-                state,
-                tmp_path,
-                metadata={"format": "pt", "seqinv_format_version": str(config["format_version"])},
-            )
-            os.replace(tmp_path, folder / WEIGHTS_NAME)
-        finally:
-            if os.path.exists(tmp_path):
-                os.unlink(tmp_path)
-        _atomic_write(folder / CARD_NAME, model_card(self.config).encode())
+        with atomic_path(folder / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        with atomic_path(folder / WEIGHTS_NAME) as tmp:
+            metadata = {"format": "pt", "seqinv_format_version": str(config["format_version"])}
+            save_file(state, str(tmp), metadata=metadata)
+        with atomic_path(folder / CARD_NAME) as tmp:
+            tmp.write_text(model_card(self.config), encoding="utf-8")
         del torch
         return folder
 
@@ -264,12 +259,6 @@ class HubMixin:
             self.save_pretrained(tmp, dtype=dtype)
             info = api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
         return info.oid
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def as_config(value: Any) -> ModelConfig:
