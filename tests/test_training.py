@@ -252,6 +252,8 @@ def test_finetune_trains_only_the_decoder(tmp_path, monkeypatch):
     for key, value in encoder.state_dict().items():
         assert torch.equal(unet.encoder.state_dict()[key], value)
     assert unet.config.labels == ["background", "csf", "gm", "wm"] and unet.config.spacing_mm == (1, 1, 1)
+    # inference windows are 96³ even though training patches were 32³
+    assert unet.config.patch_size == (96, 96, 96) and unet.config.training["options"]["patch_size"] == 32
     assert unet.config.training["command"] == "seqinv train segment ..."
     assert np.isfinite(unet.config.training["metrics"]["final_loss"])
 

@@ -37,7 +37,9 @@ class ModelConfig:
     """Everything needed to rebuild a network and feed it the input it was trained on.
 
     `features` are the widths of the 5 encoder stages; `decoder_features` the width of the last U-Net
-    decoder stage. `spacing_mm`, `patch_size` and `normalization` describe the expected input.
+    decoder stage. `spacing_mm`, `patch_size` and `normalization` describe the expected input;
+    `patch_size` is the sliding-window size inference uses (fine-tuning records at least 96³, whatever
+    its training patches were; those are in `training["options"]`).
     """
 
     arch: str = "encoder"
