@@ -202,7 +202,8 @@ def test_published_configs_are_valid():
 
     folder = Path(__file__).resolve().parent.parent / "training" / "configs"
     names = sorted(p.stem for p in folder.glob("*.toml"))
-    assert names == ["arc", "base", "denoise", "ixi", "ixi-continue", "ixi-e2e", "seqaug", "seqinv"]
+    ixi = ["ixi", "ixi-continue", "ixi-e2e", "ixi-e2e2"]
+    assert names == ["arc", "base", "denoise", *ixi, "seqaug", "seqinv"]
     for name in names:
         cls = PretrainOptions if name in ("base", "seqaug", "seqinv") else FinetuneOptions
         fixed = {"output": "x"} | ({"encoder": "y"} if cls is FinetuneOptions else {})
