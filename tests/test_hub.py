@@ -216,3 +216,17 @@ def test_bare_registry_name_is_not_shadowed_by_a_folder_of_that_name(entry, publ
     assert source.kind == "bundled"
     with pytest.raises(WeightsError):
         load_model("./tinyreg")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in registry.PUBLISHED.items() if e.sha256))
+def test_each_published_bundled_model_loads_with_its_pinned_hash_and_card(name):
+    from pathlib import Path
+
+    entry = registry.PUBLISHED[name]
+    model, source = load_model(name, prefer="bundled")
+    assert source.kind == "bundled" and source.sha256 == entry.sha256
+    assert model.config.arch == ("unet" if entry.kind == "task" else "encoder")
+    if name == "ixi":
+        assert model.config.labels == ["background", "csf", "gm", "wm"]
+    card = Path(__file__).resolve().parents[1] / "model_cards" / f"{name}.md"
+    assert (entry.bundled_path / "README.md").read_text() == card.read_text()

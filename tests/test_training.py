@@ -203,7 +203,7 @@ def test_published_configs_are_valid():
     folder = Path(__file__).resolve().parent.parent / "training" / "configs"
     names = sorted(p.stem for p in folder.glob("*.toml"))
     ixi = ["ixi", "ixi-continue", "ixi-e2e", "ixi-e2e2"]
-    assert names == ["arc", "base", "denoise", *ixi, "seqaug", "seqinv"]
+    assert names == ["arc", "arc-e2e", "base", "denoise", *ixi, "seqaug", "seqinv"]
     for name in names:
         cls = PretrainOptions if name in ("base", "seqaug", "seqinv") else FinetuneOptions
         fixed = {"output": "x"} | ({"encoder": "y"} if cls is FinetuneOptions else {})
