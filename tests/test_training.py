@@ -1,5 +1,6 @@
 """Training pipeline on tiny synthetic qMRI subjects: views, fine-tuning patches, loops, exact resume, CLI."""
 
+import dataclasses
 import json
 import math
 
@@ -317,6 +318,12 @@ def test_init_starts_from_a_trained_decoder_and_refuses_another_encoder(tmp_path
         assert torch.equal(unet.decoder.state_dict()[key], value)
     with pytest.raises(ParameterError, match="--init .* encoder or outputs differ"):
         finetune.build_unet(SeqInvEncoder(preset="tiny"), opts)
+    # another architecture is refused before any weight is copied, even end to end
+    SeqInvUNet(preset="mini", out_channels=4).save_pretrained(tmp_path / "mini")
+    for train_encoder in (False, True):
+        other = dataclasses.replace(opts, init=str(tmp_path / "mini"), train_encoder=train_encoder)
+        with pytest.raises(ParameterError, match=r"a mini net \(\(8, 16, 32, 64, 128\), 8\), but --encoder"):
+            finetune.build_unet(encoder, other)
 
 
 def test_train_encoder_trains_the_whole_unet_and_init_copies_its_encoder(tmp_path, monkeypatch):

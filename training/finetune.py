@@ -89,6 +89,12 @@ def start_from(unet, name_or_path: str, with_encoder: bool = False) -> None:
     from seqinv.models import SeqInvUNet
 
     trained = SeqInvUNet.from_pretrained(name_or_path)
+    widths = lambda c: (tuple(c.features), c.decoder_features)  # noqa: E731
+    if widths(trained.config) != widths(unet.config):
+        raise ParameterError(
+            f"--init {name_or_path}: a {trained.config.preset} net {widths(trained.config)}, but --encoder "
+            f"gives a {unet.config.preset} net {widths(unet.config)}; give a model of the encoder's size"
+        )
     same = with_encoder or all(
         torch.equal(a, b)
         for a, b in zip(
