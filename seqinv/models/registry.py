@@ -70,7 +70,7 @@ WEIGHTS_SHA256: dict[str, str] = {
     "seqaug": "fdf4513434b54d4337fab3297fcb789e7ff5e1c479ee6d1fe95ab9ff0d8308da",
     "base": "318b6d01b6927b6fbeae0ab21ec32b18fc66258809686248e44e4dc35ec194d1",
     "denoise": "8cd8fe5783de02334faeb892c5aff70bca76d5ab952b17c8ec05df7f33aed3a1",
-    "ixi": "41b616a82a696747c53a3f57ac098f2d2fae0ae6a57c71dcd6f2ce70d214852b",
+    "ixi": "48544230d59940533384f546acb996b96c82e9275995f5e7b4c6b61bf2cde5ec",
 }
 
 
