@@ -79,6 +79,10 @@ def build_unet(encoder, opts: FinetuneOptions):
     return unet if opts.train_encoder else unet.freeze_encoder()
 
 
+def _widths(config) -> tuple:
+    return tuple(config.features), config.decoder_features
+
+
 def start_from(unet, name_or_path: str, with_encoder: bool = False) -> None:
     """Copy the decoder of a trained U-Net (and its encoder when `with_encoder`, for end-to-end runs).
 
@@ -89,11 +93,11 @@ def start_from(unet, name_or_path: str, with_encoder: bool = False) -> None:
     from seqinv.models import SeqInvUNet
 
     trained = SeqInvUNet.from_pretrained(name_or_path)
-    widths = lambda c: (tuple(c.features), c.decoder_features)  # noqa: E731
-    if widths(trained.config) != widths(unet.config):
+    theirs, ours = _widths(trained.config), _widths(unet.config)
+    if theirs != ours:
         raise ParameterError(
-            f"--init {name_or_path}: a {trained.config.preset} net {widths(trained.config)}, but --encoder "
-            f"gives a {unet.config.preset} net {widths(unet.config)}; give a model of the encoder's size"
+            f"--init {name_or_path}: a {trained.config.preset} net {theirs}, but --encoder gives a "
+            f"{unet.config.preset} net {ours}; give a model of the encoder's size"
         )
     same = with_encoder or all(
         torch.equal(a, b)
