@@ -167,8 +167,8 @@ def maps_pool(folder: str | Path) -> list[Subject]:
 def _random_voxel(mask: torch.Tensor, gen: torch.Generator, tries: int = 512) -> list[int] | None:
     """A uniformly random voxel of a non-zero mask (None when it is empty).
 
-    Rejection first (no full scan for large masks such as the head); a small mask such as a lesion
-    (~0.02 % of a head volume) is missed by 512 tries ~90 % of the time, so then one `nonzero()` scan.
+    Rejection first (no full scan for large masks such as the head); 512 tries miss the phantom lesions
+    (0.011–0.26 % of the volume) 64 % of the time on average, so then one `nonzero()` scan.
     """
     flat = mask.reshape(-1)
     candidates = torch.randint(flat.numel(), (tries,), generator=gen)
