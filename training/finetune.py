@@ -43,12 +43,6 @@ def parse_class_weights(text: str, n_classes: int) -> torch.Tensor | None:
     return torch.tensor(values)
 
 
-#: Sliding-window size recorded for inference when training used smaller patches. The nets are fully
-#: convolutional and instance-normalised, so a window sees more context than a 64³ training patch: the
-#: session-3 `ixi` scored 56.3 % mean Dice with 96³ windows vs 55.2 % with 64³ (validation phantom).
-INFERENCE_WINDOW = 96
-
-
 def load_encoder(name_or_path: str):
     """A SeqInvEncoder from a folder / repo / registry name; a U-Net's encoder is accepted too."""
     from seqinv.models import SeqInvEncoder
@@ -58,6 +52,7 @@ def load_encoder(name_or_path: str):
 
 def build_unet(encoder, opts: FinetuneOptions):
     from seqinv.models import SeqInvUNet
+    from seqinv.models.config import DEFAULT_WINDOW
 
     labels = opts.labels
     config = dataclasses.replace(
@@ -66,7 +61,10 @@ def build_unet(encoder, opts: FinetuneOptions):
         task="denoise" if opts.task == "denoise" else "segment",
         out_channels=len(labels) or 1,
         labels=labels,
-        patch_size=(max(opts.patch_size, INFERENCE_WINDOW),) * 3,
+        # the inference window: at least the default 96³ even after smaller training patches (fully
+        # convolutional, instance-normalised nets see more context; session-3 `ixi`, validation phantom:
+        # 56.3 % mean Dice with 96³ windows vs 55.2 % with its 64³ training patch)
+        patch_size=(max(opts.patch_size, DEFAULT_WINDOW[0]),) * 3,
         spacing_mm=(1.0, 1.0, 1.0),
         name=opts.name or f"{encoder.config.name or 'seqinv'}-{opts.task}",
         dropout=opts.dropout if opts.dropout >= 0 else encoder.config.dropout,

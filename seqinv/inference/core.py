@@ -140,7 +140,9 @@ def _predictor(fn, device):
 
 
 def _patch_size(model: Any, settings: InferenceSettings) -> tuple[int, int, int]:
-    return tuple(settings.patch_size or getattr(model.config, "patch_size", (96, 96, 96)))
+    from seqinv.models.config import DEFAULT_WINDOW
+
+    return tuple(settings.patch_size or getattr(model.config, "patch_size", DEFAULT_WINDOW))
 
 
 def _setup(model: Any, settings: InferenceSettings):

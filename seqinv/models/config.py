@@ -29,6 +29,9 @@ PRESETS: dict[str, tuple[tuple[int, int, int, int, int], int]] = {
     "paper": ((64, 128, 256, 512, 768), 32),  # the paper's network, 40.6 M encoder parameters
 }
 
+#: The 96³ sliding window of inference (and of models whose config does not say otherwise).
+DEFAULT_WINDOW: tuple[int, int, int] = (96, 96, 96)
+
 DEFAULT_NORMALIZATION = {"type": "percentile_zscore", "lower": 0.5, "upper": 99.5}
 
 
@@ -53,7 +56,7 @@ class ModelConfig:
     task: str = "features"
     labels: list[str] = field(default_factory=list)
     spacing_mm: tuple[float, ...] = (1.0, 1.0, 1.0)
-    patch_size: tuple[int, ...] = (96, 96, 96)
+    patch_size: tuple[int, ...] = DEFAULT_WINDOW
     normalization: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_NORMALIZATION))
     format_version: int = FORMAT_VERSION
     seqinv_version: str = __version__
