@@ -56,6 +56,20 @@ def test_flair_draws_are_clinical():
         assert 6 <= s.tr_s <= 11 and 1.8 <= s.ti_s <= 2.8 and 0.08 <= s.te_s <= 0.14
 
 
+def test_fse_draws_cover_proton_density_echo_times():
+    g = torch.Generator().manual_seed(3)
+    te_ms = [1000 * draw_sequence(g, kinds=["fse"]).te_s for _ in range(2000)]
+    assert 8 <= min(te_ms) < 10 and 130 < max(te_ms) <= 150
+    # log-uniform on [8, 150] ms: P(TE < 20 ms) = ln(2.5) / ln(18.75) = 0.312
+    assert abs(sum(t < 20 for t in te_ms) / len(te_ms) - 0.312) < 0.04
+
+
+def test_listing_a_kind_twice_doubles_its_share():
+    g = torch.Generator().manual_seed(4)
+    names = [draw_sequence(g, kinds=("fse", "fse", "gre")).name for _ in range(3000)]
+    assert abs(names.count("fse") / len(names) - 2 / 3) < 0.03
+
+
 def test_same_seed_same_draws_and_kinds_filter():
     a = [draw_sequence(torch.Generator().manual_seed(5), kinds=("fse", "gre")) for _ in range(3)]
     b = [draw_sequence(torch.Generator().manual_seed(5), kinds=("fse", "gre")) for _ in range(3)]

@@ -48,7 +48,7 @@ HELP = {
     "init": "Start the decoder from this trained U-Net (same encoder and task), e.g. to train on; with "
     "--train-encoder its encoder too.",
     "sequences": "Sequence kinds to simulate on phantoms, comma-separated (e.g. mprage,fse,flair); "
-    "default: all kinds of the priors.",
+    "a kind listed twice is drawn twice as often; default: all kinds of the priors.",
     "train_encoder": "Fine-tune the encoder too (end to end) instead of freezing it (the paper freezes it).",
     "task": "ixi (tissue: bg/CSF/GM/WM), arc (stroke lesion), denoise.",
     "label_fraction": "Percent of training subjects whose labels are used (1, 10, 100).",

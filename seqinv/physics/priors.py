@@ -56,7 +56,8 @@ class TimesTE:
 
 
 ms = 1e-3
-# Each kind equally likely. Times in seconds, angles in degrees. Fixes of the reference / paper are in
+# Each kind equally likely (a kind listed twice in `kinds` is drawn twice as often).
+# Times in seconds, angles in degrees. Fixes of the reference / paper are in
 # docs/physics.md (MPRAGE TR in seconds not N(23, 2.3); clinical FLAIR with TI < TR; MP2RAGE ranges).
 PRIORS: dict[str, dict[str, Uniform | LogUniform | IntUniform | TimesTE]] = {
     "mprage": {
@@ -78,7 +79,8 @@ PRIORS: dict[str, dict[str, Uniform | LogUniform | IntUniform | TimesTE]] = {
         "te_s": LogUniform(2 * ms, 80 * ms),
         "flip_deg": Uniform(5.0, 50.0),
     },
-    "fse": {"tr_s": LogUniform(2.0, 8.0), "te_s": LogUniform(20 * ms, 150 * ms)},
+    # TE from 8 ms, not the paper's 20: proton-density FSE (the first echo of dual-echo FSE) uses TE 8-15 ms
+    "fse": {"tr_s": LogUniform(2.0, 8.0), "te_s": LogUniform(8 * ms, 150 * ms)},
     "flair": {"tr_s": Uniform(6.0, 11.0), "te_s": Uniform(80 * ms, 140 * ms), "ti_s": Uniform(1.8, 2.8)},
     "mp2rage": {
         "tr_s": Uniform(4.5, 6.5),
