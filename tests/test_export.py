@@ -74,3 +74,16 @@ def test_a_finished_model_folder_without_checkpoints_exports_with_its_record_and
     reloaded = SeqInvUNet.from_pretrained(str(out))
     for key, value in unet.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], value)
+
+
+def test_card_says_end_to_end_only_when_the_encoder_was_trained(tmp_path):
+    from seqinv.models import SeqInvUNet
+
+    unet = SeqInvUNet(preset="tiny", out_channels=4, labels=["background", "csf", "gm", "wm"])
+    cases = ((False, "on a frozen pretrained encoder"), (True, "fine-tuned end to end"))
+    for train_encoder, expected in cases:
+        unet.config.training = {"kind": "ixi", "steps": 3, "options": {"train_encoder": train_encoder}}
+        unet.save_pretrained(tmp_path / f"run{train_encoder}")
+        out = export(tmp_path / f"run{train_encoder}", tmp_path / f"hub{train_encoder}")
+        card = (out / "README.md").read_text()
+        assert expected in card and ("frozen" in card) != train_encoder

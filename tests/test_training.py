@@ -129,7 +129,7 @@ def test_training_seeds_skip_the_held_out_phantom():
     assert HELD_OUT_SEED not in seeds and len(seeds) == 5
 
 
-def _fit_fixed_batch(pooling: str, steps: int = 12) -> list[float]:
+def _fit_fixed_batch(pooling: str, steps: int = 16) -> list[float]:
     from seqinv.models import SeqInvEncoder
     from training.pretrain import PretrainNet, pretrain_loss
 
@@ -138,7 +138,7 @@ def _fit_fixed_batch(pooling: str, steps: int = 12) -> list[float]:
     pairs = [maker.pair(sphere_subject(), s) for s in range(3)]
     batch = torch.utils.data.default_collate(pairs)
     net = PretrainNet(SeqInvEncoder(preset="tiny", dropout=0.0, pooling=pooling))
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     ntxent = []
     for _ in range(steps):
         loss, logs = pretrain_loss(net, batch, 0.5)
@@ -149,11 +149,11 @@ def _fit_fixed_batch(pooling: str, steps: int = 12) -> list[float]:
     return ntxent
 
 
-def test_max_pooled_features_learn_the_contrastive_task_and_mean_pooled_ones_do_not():
-    # 3 pairs: chance is ln(5). Mean of GELU(instance-norm) is nearly input-independent (docs/training.md).
-    chance = math.log(5)
-    assert _fit_fixed_batch("max")[-1] < 0.7 * chance
-    assert _fit_fixed_batch("mean")[-1] > 0.97 * chance
+def test_max_pooled_features_learn_the_contrastive_task_on_a_fixed_batch():
+    # 3 pairs: chance is ln(5). Mean pooling also fits one fixed batch at this lr (docs/training.md), so the
+    # evidence against it is the training runs, not this test.
+    ntxent = _fit_fixed_batch("max")
+    assert ntxent[0] > 0.95 * math.log(5) and ntxent[-1] < 0.5 * math.log(5)
 
 
 def _tiny_options(tmp_path, **kw):
@@ -214,7 +214,7 @@ def test_published_configs_are_valid():
 
     folder = Path(__file__).resolve().parent.parent / "training" / "configs"
     names = sorted(p.stem for p in folder.glob("*.toml"))
-    ixi = ["ixi", "ixi-continue", "ixi-e2e", "ixi-e2e2"]
+    ixi = ["ixi", "ixi-continue", "ixi-e2e", "ixi-e2e2", "ixi-e2e3"]
     assert names == ["arc", "arc-e2e", "base", "denoise", *ixi, "seqaug", "seqinv"]
     for name in names:
         cls = PretrainOptions if name in ("base", "seqaug", "seqinv") else FinetuneOptions

@@ -17,6 +17,18 @@ DESCRIPTIONS = {
     "segment": "Segmentation head on a frozen pretrained encoder.",
     "denoise": "Denoising head on a frozen pretrained encoder: predicts the noise; output = input − noise.",
 }
+END_TO_END = {  # fine-tuned with --train-encoder: the encoder is no longer the published one
+    "segment": "Segmentation U-Net: a pretrained encoder and its head, fine-tuned end to end.",
+    "denoise": "Denoising U-Net: a pretrained encoder and its head, fine-tuned end to end; "
+    "predicts the noise; output = input − noise.",
+}
+
+
+def describe(task: str, training: dict) -> str:
+    """The card's one-line summary; says "end to end" when the encoder was trained too."""
+    if (training.get("options") or {}).get("train_encoder") and task in END_TO_END:
+        return END_TO_END[task]
+    return DESCRIPTIONS[task]
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -82,7 +94,7 @@ def render_card(model, metrics_rows: list[dict], template: Path = TEMPLATE) -> s
         ),
         "task": config.task,
         "title": config.name or f"seqinv {config.preset} {config.task}",
-        "description": DESCRIPTIONS[config.task],
+        "description": describe(config.task, training),
         "cls": cls,
         "preset": config.preset,
         "outputs": f"{config.out_channels} ({', '.join(config.labels) or '-'})",
@@ -125,7 +137,7 @@ def export(
     training = {**_final_record(checkpoint), **(model.config.training or {})}
     options = state.get("options", training.get("options", {}))
     if options and not training.get("command"):
-        training["command"] = _command_for(state["kind"], options, command_line)
+        training["command"] = _command_for(state.get("kind", training.get("kind")), options, command_line)
     training.update(
         {
             "kind": state.get("kind", training.get("kind")),
