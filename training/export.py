@@ -136,11 +136,12 @@ def export(
     rows = read_metrics(metrics_csv, model_label or model.config.name) if metrics_csv else []
     training = {**_final_record(checkpoint), **(model.config.training or {})}
     options = state.get("options", training.get("options", {}))
+    kind = state.get("kind", training.get("kind"))
     if options and not training.get("command"):
-        training["command"] = _command_for(state.get("kind", training.get("kind")), options, command_line)
+        training["command"] = _command_for(kind, options, command_line)
     training.update(
         {
-            "kind": state.get("kind", training.get("kind")),
+            "kind": kind,
             "steps": state.get("step", training.get("steps")),
             "options": options,
             "exported_from": str(path),
