@@ -337,6 +337,31 @@ def test_init_starts_from_a_trained_decoder_and_refuses_another_encoder(tmp_path
             finetune.build_unet(encoder, other)
 
 
+def test_end_to_end_init_from_another_task_keeps_all_but_the_output_layer(tmp_path):
+    from seqinv.errors import ParameterError
+    from seqinv.models import SeqInvEncoder, SeqInvUNet
+    from training import finetune
+
+    torch.manual_seed(0)
+    encoder = SeqInvEncoder(preset="tiny")
+    encoder.save_pretrained(tmp_path / "enc")
+    tissue = SeqInvUNet.from_encoder(encoder, out_channels=4)
+    torch.nn.init.normal_(tissue.decoder.ups[0].up.weight)  # a decoder unlike a fresh one
+    tissue.save_pretrained(tmp_path / "ixi")
+    opts = finetune.FinetuneOptions(
+        output="o", encoder=str(tmp_path / "enc"), init=str(tmp_path / "ixi"), task="arc", train_encoder=True
+    )
+    unet = finetune.build_unet(encoder, opts)
+    assert unet.config.out_channels == 2
+    ours, theirs = unet.state_dict(), tissue.state_dict()
+    copied = [k for k in theirs if not k.startswith("decoder.head.")]
+    assert copied and all(torch.equal(ours[k], theirs[k]) for k in copied)
+    assert ours["decoder.head.weight"].shape[0] == 2
+    # frozen encoder: a decoder for other outputs is refused (the message names both causes)
+    with pytest.raises(ParameterError, match="--init .* encoder or outputs differ"):
+        finetune.build_unet(encoder, dataclasses.replace(opts, train_encoder=False))
+
+
 def test_train_encoder_trains_the_whole_unet_and_init_copies_its_encoder(tmp_path, monkeypatch):
     from seqinv.models import SeqInvEncoder, SeqInvUNet
     from training import finetune

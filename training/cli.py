@@ -46,7 +46,7 @@ HELP = {
     "cache_dir": "Phantom cache folder (default ~/.cache/seqinv/phantoms or $SEQINV_CACHE).",
     "encoder": "Pretrained encoder: a folder, a Hub repo id or a published model name.",
     "init": "Start the decoder from this trained U-Net (same encoder and task), e.g. to train on; with "
-    "--train-encoder its encoder too.",
+    "--train-encoder its encoder too, and it may be a model of another task (all but its output layer).",
     "sequences": "Sequence kinds to simulate on phantoms, comma-separated (e.g. mprage,fse,flair); "
     "a kind listed twice is drawn twice as often; default: all kinds of the priors.",
     "train_encoder": "Fine-tune the encoder too (end to end) instead of freezing it (the paper freezes it).",

@@ -85,7 +85,8 @@ def start_from(unet, name_or_path: str, with_encoder: bool = False) -> None:
     """Copy the decoder of a trained U-Net (and its encoder when `with_encoder`, for end-to-end runs).
 
     Without `with_encoder` its encoder must be the one this run was given: a decoder only fits the
-    features it was trained on.
+    features it was trained on. With it, a model with other outputs (another task) gives all layers but
+    the output layer.
     """
     from seqinv.errors import ParameterError
     from seqinv.models import SeqInvUNet
@@ -103,14 +104,20 @@ def start_from(unet, name_or_path: str, with_encoder: bool = False) -> None:
             trained.encoder.state_dict().values(), unet.encoder.state_dict().values(), strict=True
         )
     )
-    if not same or trained.config.out_channels != unet.config.out_channels:
+    new_outputs = trained.config.out_channels != unet.config.out_channels
+    if not same or (new_outputs and not with_encoder):
         raise ParameterError(
             f"--init {name_or_path}: its encoder or outputs differ from this run's (--encoder, --task); "
             "give a model trained on the same encoder for the same task (or add --train-encoder)"
         )
     if with_encoder:
         unet.encoder.load_state_dict(trained.encoder.state_dict(), strict=True)
-    unet.decoder.load_state_dict(trained.decoder.state_dict(), strict=True)
+    decoder = trained.decoder.state_dict()
+    if new_outputs:
+        # end to end from a model of another task (e.g. the tissue model for lesions): all but the
+        # 1x1x1 output layer, which keeps its fresh initialisation
+        decoder = {k: v for k, v in decoder.items() if not k.startswith("head.")}
+    unet.decoder.load_state_dict(decoder, strict=not new_outputs)
 
 
 def build_subjects(opts: FinetuneOptions):
