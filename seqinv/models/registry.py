@@ -70,7 +70,7 @@ WEIGHTS_SHA256: dict[str, str] = {
     "seqaug": "fdf4513434b54d4337fab3297fcb789e7ff5e1c479ee6d1fe95ab9ff0d8308da",
     "base": "318b6d01b6927b6fbeae0ab21ec32b18fc66258809686248e44e4dc35ec194d1",
     "denoise": "8cd8fe5783de02334faeb892c5aff70bca76d5ab952b17c8ec05df7f33aed3a1",
-    "ixi": "56b6e5356f65035fbf600ddb5583449ece6d39a4a17b78cff5816f7c811b6af6",
+    "ixi": "f23cf76ff397bbfa018f940fa5cd52c3ad779f71ee6027c7ab5e8f257b1fc44d",
 }
 
 
