@@ -228,6 +228,9 @@ def test_each_published_bundled_model_loads_with_its_pinned_hash_and_card(name):
     assert model.config.arch == ("unet" if entry.kind == "task" else "encoder")
     if name == "ixi":
         assert model.config.labels == ["background", "csf", "gm", "wm"]
+    if name == "arc":
+        assert model.config.labels == ["background", "lesion"]
+        assert model.config.training["lesion_prior_shift"] < 0
     card = Path(__file__).resolve().parents[1] / "model_cards" / f"{name}.md"
     assert (entry.bundled_path / "README.md").read_text() == card.read_text()
     if "HELD_OUT_SEED" in card.read_text():  # a card read on the Hub must give the seed's value too

@@ -87,6 +87,34 @@ def test_arc_patches_are_centred_on_the_lesion_when_focused():
     assert int(sample["label"].sum()) > 0
 
 
+def test_lesion_prior_shift_is_the_logit_gap_between_volumes_and_crops():
+    from training.finetune import lesion_prior_shift, shift_lesion_logit
+
+    subject = sphere_subject(size=20)
+    subject.lesion = torch.zeros(20, 20, 20, dtype=torch.uint8)
+    subject.lesion.view(-1)[:80] = 1  # 1 % of the volume
+    crops = torch.zeros(1, 10, 10, 10, dtype=torch.long)
+    crops.view(-1)[:100] = 1  # 10 % of every training crop
+
+    class Maker:
+        def sample(self, subject, seed):
+            return {"label": crops}
+
+    # logit(0.01) - logit(0.10), worked by hand
+    assert lesion_prior_shift([subject], Maker(), seed=0, samples=3) == pytest.approx(
+        -4.59512 + 2.19722, abs=1e-4
+    )
+    from seqinv.models import SeqInvUNet
+
+    net = SeqInvUNet(preset="tiny", out_channels=2).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    before = net(x)
+    shift_lesion_logit(net, -2.4)
+    after = net(x)
+    assert torch.allclose(after[:, 1] - before[:, 1], torch.tensor(-2.4), atol=1e-5)
+    assert torch.equal(after[:, 0], before[:, 0])
+
+
 def test_focused_crops_contain_a_tiny_lesion():
     from training.data import crop_start
 
