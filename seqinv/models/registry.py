@@ -98,7 +98,9 @@ PUBLISHED: dict[str, PublishedModel] = {
         _entry(
             "ixi", "task", "seqinv-lite-ixi", "tissue segmentation (background, CSF, GM, WM), any contrast"
         ),
-        _entry("arc", "task", "seqinv-lite-arc", "stroke lesion segmentation (background, lesion)"),
+        _entry(
+            "arc", "task", "seqinv-lite-arc", "stroke lesion segmentation (background, lesion); research only"
+        ),
         _entry(
             "denoise",
             "task",
