@@ -224,9 +224,9 @@ def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool =
 def lesion_prior_shift(subjects, maker: PatchMaker, seed: int, samples: int = 200) -> float:
     """logit(lesion share of whole volumes) - logit(lesion share of training crops).
 
-    Half the lesion crops are centred on the lesion, so training sees lesions ~15x more often than a
-    whole scan holds them and the net over-calls them (held-out phantom: 2-4x the lesion volume as
-    false positives). Adding this to the lesion logit is the prior correction of Saerens et al. (2002).
+    Half the crops are centred on the lesion, so training sees lesions ~17x more often than a whole
+    scan holds them and the net over-calls them (validation phantom: 2-4x the lesion volume as false
+    positives). Adding this to the lesion logit is the prior correction of Saerens et al. (2002).
     """
     import math
 
