@@ -3,7 +3,7 @@
 # weights were made on one GPU by training/make_defaults_gpu.sh; on 2 CPU cores the 96³ configs take many
 # hours (a `lite` pretraining step of 8 pairs is tens of seconds).
 # The bundled `ixi` went further on the CPU: training/configs/ixi-continue.toml, then ixi-e2e.toml to
-# ixi-e2e6.toml in order (each header gives its exact commands; model_cards/ixi.md).
+# ixi-e2e7.toml in order (each header gives its exact commands; model_cards/ixi.md).
 # Usage: bash training/make_defaults.sh [RUNS_DIR]
 # Every step's options live in training/configs/*.toml; two single-thread jobs share the 2 cores
 # (measured: two 1-thread jobs beat one 2-thread job when anything else runs on the machine).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds the bundled default models on one CUDA GPU, as published (see model_cards/).
 # The bundled `ixi` went further on the CPU: training/configs/ixi-continue.toml, then ixi-e2e.toml to
-# ixi-e2e6.toml in order (each header gives its exact commands; model_cards/ixi.md).
+# ixi-e2e7.toml in order (each header gives its exact commands; model_cards/ixi.md).
 #   bash training/make_defaults_gpu.sh pretrain RUNS_DIR MINUTES   # base, seqaug, seqinv encoders side by side
 #   bash training/make_defaults_gpu.sh heads RUNS_DIR MINUTES      # 13 heads side by side on those encoders
 # Every run's options are training/configs/*.toml plus the GPU flags below. Samples are generated on the GPU
