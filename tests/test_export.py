@@ -87,3 +87,36 @@ def test_card_says_end_to_end_only_when_the_encoder_was_trained(tmp_path):
         out = export(tmp_path / f"run{train_encoder}", tmp_path / f"hub{train_encoder}")
         card = (out / "README.md").read_text()
         assert expected in card and ("frozen" in card) != train_encoder
+
+
+def test_a_run_folder_exports_its_final_model_unless_a_later_checkpoint_exists(tmp_path):
+    """arc runs shift the lesion logit after the last checkpoint; the export must keep that shift."""
+    from seqinv.models import SeqInvUNet
+
+    unet = SeqInvUNet(preset="tiny", out_channels=2, labels=["background", "lesion"])
+    unet.config.name = "seqinv-tiny-arc"
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+
+    def checkpoint(step):
+        state = {"step": step, "kind": "arc", "config": unet.config.to_dict(), "model": unet.state_dict()}
+        name = tmp_path / "run" / "checkpoints" / f"step_{step:07d}.pt"
+        torch.save(state | {"history": {"loss": [1.0]}}, name)
+
+    checkpoint(5)
+    bias = unet.decoder.head.bias.detach().clone()
+    with torch.no_grad():
+        unet.decoder.head.bias[1] -= 2.5
+    unet.config.training = {"kind": "arc", "steps": 5, "command": "seqinv train segment ..."}
+    unet.config.training["lesion_prior_shift"] = -2.5
+    unet.save_pretrained(tmp_path / "run")
+
+    out = export(tmp_path / "run", tmp_path / "hub")
+    exported = SeqInvUNet.from_pretrained(str(out)).decoder.head.bias
+    assert exported[1].item() == pytest.approx(bias[1].item() - 2.5)
+    assert json.loads((out / "config.json").read_text())["training"]["lesion_prior_shift"] == -2.5
+
+    with torch.no_grad():  # a resumed run's newer checkpoint wins over the older final model
+        unet.decoder.head.bias[1] += 7.0
+    checkpoint(9)
+    exported = SeqInvUNet.from_pretrained(str(export(tmp_path / "run", tmp_path / "hub2"))).decoder.head.bias
+    assert exported[1].item() == pytest.approx(bias[1].item() + 4.5)

@@ -133,6 +133,11 @@ def export(
         path = find_checkpoint(checkpoint)
         state = torch.load(path, map_location="cpu", weights_only=False)
         model = model_from_checkpoint(state)
+        if _run_output_of(checkpoint, state):
+            # the run's own output holds what training did after its last checkpoint (arc's prior correction)
+            from seqinv.models.hub import build_from_folder
+
+            model, path = build_from_folder(Path(checkpoint)).eval(), Path(checkpoint) / "model.safetensors"
     rows = read_metrics(metrics_csv, model_label or model.config.name) if metrics_csv else []
     training = {**_final_record(checkpoint), **(model.config.training or {})}
     options = state.get("options", training.get("options", {}))
@@ -169,6 +174,14 @@ def _finished_model_folder(path: str | Path) -> bool:
     has_weights = (path / "config.json").is_file() and (path / "model.safetensors").is_file()
     has_checkpoints = (path / "checkpoints").is_dir() and any((path / "checkpoints").glob("step_*.pt"))
     return path.is_dir() and has_weights and not has_checkpoints
+
+
+def _run_output_of(run: str | Path, state: dict) -> bool:
+    """True when `run` is a run folder whose final model was written after the checkpoint `state`'s step."""
+    run = Path(run)
+    if not (run.is_dir() and (run / "model.safetensors").is_file()):
+        return False
+    return _final_record(run).get("steps") == state.get("step")
 
 
 def _final_record(run: str | Path) -> dict:
