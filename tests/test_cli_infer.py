@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from seqinv.cli import main
+from seqinv.inference.sliding import resolve_precision
 
 LABELS = ["background", "csf", "gm", "wm"]
 
@@ -35,6 +36,9 @@ def models(tmp_path_factory):
     seg = ModelConfig.from_preset("tiny", task="segment", out_channels=4, labels=LABELS, **common)
     den = ModelConfig.from_preset("tiny", task="denoise", out_channels=1, **common)
     SeqInvUNet(seg).save_pretrained(root / "seg")
+    lesion = ["background", "lesion"]
+    les = ModelConfig.from_preset("tiny", task="segment", out_channels=2, labels=lesion, **common)
+    SeqInvUNet(les).save_pretrained(root / "les")
     SeqInvUNet(den).save_pretrained(root / "den")
     return root
 
@@ -79,7 +83,8 @@ def test_segment_writes_native_space_outputs(tmp_path, monkeypatch, capsys, mode
     assert labels.max() < 4
     np.testing.assert_allclose(probs.get_fdata().sum(axis=-1), 1.0, atol=0.01)
     meta = json.loads((tmp_path / "sub-01_dseg.json").read_text())
-    assert meta["model"]["sha256"] and meta["precision"] == "fp32" and meta["overlap"] == 0.5
+    auto = resolve_precision("auto", torch.device("cpu"))  # bf16 on CPUs with AMX
+    assert meta["model"]["sha256"] and meta["precision"] == auto and meta["overlap"] == 0.5
     assert {"read", "preprocess", "inference", "postprocess", "write", "total"} <= set(meta["timings_s"])
     with open(tmp_path / "volumes.csv") as fh:
         row = next(csv.DictReader(fh))
@@ -145,4 +150,20 @@ def test_wrong_kind_of_model_is_a_clear_error(tmp_path, monkeypatch, capsys, mod
     scan = _scan(tmp_path / "a.nii.gz")
     code, _, err = run(monkeypatch, capsys, "segment", scan, "--model", models / "den")
     assert code == 2 and "is a 'denoise' model" in err
+    assert not (tmp_path / "a_dseg.nii.gz").exists()
+
+
+def test_arc_lesion_calls_are_bounded_by_the_brain_model(tmp_path, monkeypatch, capsys, models):
+    scan = _scan(tmp_path / "a.nii.gz")
+    args = ["segment", scan, "--task", "arc", "--model", models / "les"]
+    code, _, err = run(monkeypatch, capsys, *args, "--brain-model", models / "seg", "-o", tmp_path / "b")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "b" / "a_dseg.json").read_text())
+    assert meta["task"] == "arc" and "model seg: local" in meta["brain_mask_model"]["describe"]
+    assert "brain_mask" in meta["timings_s"]
+    code, _, err = run(monkeypatch, capsys, *args, "--no-brain-mask", "-o", tmp_path / "n")
+    assert code == 0, err
+    assert json.loads((tmp_path / "n" / "a_dseg.json").read_text())["brain_mask_model"] is None
+    code, _, err = run(monkeypatch, capsys, "segment", scan, "--brain-model", models / "seg")
+    assert code == 2 and err.strip().endswith("is not used here: it bounds lesion calls (--task arc)")
     assert not (tmp_path / "a_dseg.nii.gz").exists()

@@ -91,7 +91,8 @@ def test_segmenting_does_not_import_monai(tmp_path):
 def test_sliding_window_of_a_pointwise_model_equals_the_whole_volume_forward(shape):
     net = nn.Conv3d(1, 2, kernel_size=1).eval()
     image = torch.randn(1, 1, *shape)
-    out = sliding_window(net, image, (16, 16, 16), InferenceSettings(overlap=0.25), torch.device("cpu"))
+    settings = InferenceSettings(overlap=0.25, precision="fp32")  # exact: no bf16 on AMX CPUs
+    out = sliding_window(net, image, (16, 16, 16), settings, torch.device("cpu"))
     assert out.shape == (1, 2, *shape)
     with torch.no_grad():
         torch.testing.assert_close(out, net(image), rtol=1e-5, atol=1e-5)
@@ -178,7 +179,7 @@ def test_embed_gives_pooled_and_dense_features_with_their_affine():
 
     encoder = SeqInvEncoder(ModelConfig.from_preset("tiny", patch_size=(32, 32, 32)))
     data = np.random.default_rng(0).random((32, 32, 32)).astype(np.float32) + 1
-    result = embed_volume(Volume(data, np.eye(4)), encoder, InferenceSettings(overlap=0.0))
+    result = embed_volume(Volume(data, np.eye(4)), encoder, InferenceSettings(overlap=0.0, precision="fp32"))
     assert result.dense.shape == (64, 2, 2, 2) and result.pooled.shape == (64,)
     np.testing.assert_allclose(result.pooled, result.dense.mean(axis=(1, 2, 3)), rtol=1e-5)
     np.testing.assert_allclose(np.diag(result.dense_affine)[:3], 16.0)  # one feature voxel per 16 mm
@@ -249,3 +250,23 @@ def test_lesion_models_keep_labels_anywhere():
     image[1:6, 1:6, 1:6], image[11:18, 11:18, 11:18] = 100.0, 100.0  # >= 10 voxels a slice: not noise
     result = segment_volume(Volume(image, np.eye(4)), net)
     assert result.labels[3, 3, 3] == 1 and result.labels[14, 14, 14] == 1
+
+
+def test_a_brain_model_keeps_lesion_calls_inside_the_brain():
+    from seqinv.errors import ParameterError
+
+    lesion = IntensityClassifier()
+    lesion.config.labels = ["background", "lesion"]
+    lesion.centres = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1, 1)  # WM-bright voxels are "lesion"
+    truth, image = shells(np.eye(4), (36, 34, 32))
+    image[1:5, 1:5, 1:5] = INTENSITY[3]  # a WM-bright island in the air, far from the head
+    volume = Volume(image, np.eye(4))
+    unbounded = segment_volume(volume, lesion)
+    bounded = segment_volume(volume, lesion, brain_model=IntensityClassifier())
+    assert (unbounded.labels[2:4, 2:4, 2:4] == 1).all()  # its core (the 3³ blur softens its rim)
+    assert (bounded.labels[1:5, 1:5, 1:5] == 0).all()
+    core = truth == 3
+    assert np.mean(bounded.labels[core] == 1) > 0.99  # the lesion inside the brain is kept
+    assert bounded.volumes_ml["lesion"] < unbounded.volumes_ml["lesion"]
+    with pytest.raises(ParameterError, match="is not a tissue \\(ixi\\) model"):
+        segment_volume(volume, lesion, brain_model=lesion)

@@ -30,11 +30,19 @@ def evaluate_command(
     crop: int = typer.Option(
         0, "--crop", help="Phantom: evaluate a central crop of N³ voxels (0: whole head)."
     ),
+    brain_model: str = typer.Option(
+        "ixi",
+        "--brain-model",
+        help="Lesion models: tissue model whose brain bounds the lesion calls, as in `seqinv segment "
+        "--task arc` ('none': no mask).",
+    ),
 ) -> None:
     """Dice, HD95 (mm) and PSNR per contrast and site; Markdown table with the models side by side."""
     from training.evaluate import run_evaluate
 
-    result = run_evaluate(model, output, phantom=phantom, data=data, sigma=sigma, crop=crop)
+    result = run_evaluate(
+        model, output, phantom=phantom, data=data, sigma=sigma, crop=crop, brain_model=brain_model
+    )
     typer.echo(result["table"])
     typer.echo(f"written: {', '.join(result['paths'].values())}")
 

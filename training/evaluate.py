@@ -126,8 +126,11 @@ def phantom_cases(task: str, crop: int = 0) -> list[EvalCase]:
     return cases
 
 
-def evaluate_model(model, cases: Iterable[EvalCase], sigma: float = EVAL_SIGMA, seed: int = 0) -> list[dict]:
-    """Rows of (subject, contrast, site, metric, class, value) for one model.
+def evaluate_model(
+    model, cases: Iterable[EvalCase], sigma: float = EVAL_SIGMA, seed: int = 0, brain_model=None
+) -> list[dict]:
+    """Rows of (subject, contrast, site, metric, class, value) for one model (`brain_model`: a tissue
+    model bounding a lesion model's calls, see `segment_volume`).
 
     Whole volumes go through `seqinv.inference` (`segment_volume` / `denoise_volume`: the preprocessing,
     Gaussian-blended sliding window with overlap 0.5 and the model's patch size, and the mapping back to
@@ -154,7 +157,8 @@ def evaluate_model(model, cases: Iterable[EvalCase], sigma: float = EVAL_SIGMA, 
                 rows.append({**base, "metric": name, "class": "", "value": value})
             continue
         volume = case.volume(case.image)
-        pred = torch.from_numpy(segment_volume(volume, model, settings).labels.astype(np.int64))
+        labels = segment_volume(volume, model, settings, brain_model=brain_model).labels
+        pred = torch.from_numpy(labels.astype(np.int64))
         truth = case.labels.long()
         for name, value in dice_per_class(pred, truth, config.labels).items():
             rows.append({**base, "metric": "dice", "class": name, "value": value})
@@ -261,8 +265,13 @@ def run_evaluate(
     data: str = "",
     sigma: float = EVAL_SIGMA,
     crop: int = 0,
+    brain_model: str = "ixi",
 ) -> dict:
-    """Evaluate each model on the phantom protocols (or a test folder) and write CSV + Markdown."""
+    """Evaluate each model on the phantom protocols (or a test folder) and write CSV + Markdown.
+
+    Lesion models run with the tissue model `brain_model` bounding their calls, as `seqinv segment
+    --task arc` does ("none": no mask).
+    """
     from seqinv.errors import ParameterError
     from seqinv.models import SeqInvUNet
 
@@ -280,7 +289,12 @@ def run_evaluate(
             from training.datasets import load_cases
 
             cases = load_cases(data, task)
-        for row in evaluate_model(model, cases, sigma):
+        brain = None
+        if task == "arc" and brain_model != "none":
+            from seqinv.inference import load_task_model
+
+            brain = load_task_model("ixi", brain_model)[0]
+        for row in evaluate_model(model, cases, sigma, brain_model=brain):
             rows.append({"model": label, "task": task, **row})
         order.append(label)
     summary = summarise(rows)

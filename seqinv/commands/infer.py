@@ -23,7 +23,9 @@ _MODEL = typer.Option(
     None, "--model", "-m", help="Registry name, local model folder or Hub repo id (default: the task's)."
 )
 _DEVICE = typer.Option("auto", help="auto | cpu | cuda | mps (unavailable accelerators fall back to CPU).")
-_PRECISION = typer.Option("auto", help="auto | fp32 | bf16 | fp16 (auto: fp32 on CPU, bf16/fp16 on GPU).")
+_PRECISION = typer.Option(
+    "auto", help="auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU; bf16 on CPUs with AMX, else fp32)."
+)
 _OVERLAP = typer.Option(None, help="Window overlap fraction in [0, 1) (default 0.5; 0.25 with --fast).")
 _SW_BATCH = typer.Option(2, "--sw-batch-size", help="Windows per forward pass.")
 _TTA = typer.Option(False, "--tta", help="Average over flips (4 passes: slower, slightly smoother).")
@@ -74,6 +76,16 @@ def _load(task: str, model: str | None):
     return net, source
 
 
+def _brain_mask_model(task: str, name: str | None, off: bool):
+    """(model, source) of the tissue model that bounds lesion calls, or (None, None)."""
+    if task != "arc" or off:
+        if name:
+            why = "--no-brain-mask turns the mask off" if off else "it bounds lesion calls (--task arc)"
+            raise ParameterError(f"--brain-model is not used here: {why}")
+        return None, None
+    return _load("ixi", name)
+
+
 def _finish(summary, n_inputs: int) -> None:
     if summary.failed and n_inputs > 1:
         raise typer.Exit(code=1)
@@ -111,6 +123,14 @@ def segment(
         "--no-head-mask",
         help="Keep tissue labels outside the head (by default the air around it is background).",
     ),
+    brain_model: str = typer.Option(
+        None,
+        "--brain-model",
+        help="arc: tissue model whose brain (CSF, GM, WM) bounds the lesion calls (default: ixi).",
+    ),
+    no_brain_mask: bool = typer.Option(
+        False, "--no-brain-mask", help="arc: keep lesion calls outside the brain (runs no tissue model)."
+    ),
     device: str = _DEVICE,
     precision: str = _PRECISION,
     overlap: float = _OVERLAP,
@@ -128,6 +148,7 @@ def segment(
     import time
 
     from seqinv.inference.batch import (
+        model_metadata,
         plan_outputs,
         run_cases,
         sibling,
@@ -144,13 +165,15 @@ def segment(
     qc_targets = _qc_targets(qc, paths, targets)
     csv_path = Path(volumes) if volumes else targets[0].parent / "volumes.csv"
     net, source = _load(task, model)
+    brain_net, brain_source = _brain_mask_model(task, brain_model, no_brain_mask)
     rows: list[dict] = []
 
     def process(src: Path, dst: Path) -> None:
         start = time.perf_counter()
         volume = read_volume(src)
         read_s = time.perf_counter() - start
-        result = segment_volume(volume, net, settings, probs=probs, head_mask=False if no_head_mask else None)
+        head_mask = False if no_head_mask else None
+        result = segment_volume(volume, net, settings, probs, head_mask, brain_model=brain_net)
         start = time.perf_counter()
         header = volume.header
         write_volume(dst, result.labels, volume.affine, header, dtype="uint8")
@@ -181,6 +204,7 @@ def segment(
                 "volumes_ml": result.volumes_ml,
                 "outputs": {"dseg": str(dst), **extra_files},
                 "preprocessing": _record_meta(result.record),
+                "brain_mask_model": model_metadata(brain_source) if brain_source else None,
             },
         )
         write_json(sidecar_path(dst), meta)

@@ -54,15 +54,26 @@ def _model(task: str, model: Any):
 
 
 def segment(
-    inputs: str | Path | Sequence, task: str = "ixi", model: Any = None, probs: bool = False, **settings
+    inputs: str | Path | Sequence,
+    task: str = "ixi",
+    model: Any = None,
+    probs: bool = False,
+    brain_model: Any = "auto",
+    **settings,
 ) -> SegmentResult | list[SegmentResult]:
     """Segment one scan (path or `Volume`) or a list; `model` is a name, folder, or a loaded model.
 
-    `settings` are `InferenceSettings` fields (device, precision, overlap, sw_batch_size, tta).
+    `brain_model` (task arc): the tissue model whose brain (CSF, GM, WM) bounds the lesion calls;
+    "auto" is `ixi`, None turns the mask off. `settings` are `InferenceSettings` fields (device,
+    precision, overlap, sw_batch_size, tta).
     """
     net = _model(task, model)
+    brain = None
+    if task == "arc" and brain_model is not None:
+        brain = _model("ixi", None if brain_model == "auto" else brain_model)
     volumes, single = _volumes(inputs)
-    results = [segment_volume(v, net, InferenceSettings(**settings), probs=probs) for v in volumes]
+    settings = InferenceSettings(**settings)
+    results = [segment_volume(v, net, settings, probs=probs, brain_model=brain) for v in volumes]
     return results[0] if single else results
 
 
