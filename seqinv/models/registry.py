@@ -71,7 +71,7 @@ WEIGHTS_SHA256: dict[str, str] = {
     "base": "318b6d01b6927b6fbeae0ab21ec32b18fc66258809686248e44e4dc35ec194d1",
     "denoise": "8cd8fe5783de02334faeb892c5aff70bca76d5ab952b17c8ec05df7f33aed3a1",
     "ixi": "e7473e230a50165c1c961638e6d0791d216015ba415263c768fa3dfb1ddbdf9c",
-    "arc": "598f879e6e3677175eb6a49560f452ade922ec9ae976b8b70c05bc33c6edf14f",
+    "arc": "94f025a573aacbd7942e9d8e6c25adbc28b4d3398f9955bfd3985b045f1c00a4",
 }
 
 
