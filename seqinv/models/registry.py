@@ -70,7 +70,7 @@ WEIGHTS_SHA256: dict[str, str] = {
     "seqaug": "fdf4513434b54d4337fab3297fcb789e7ff5e1c479ee6d1fe95ab9ff0d8308da",
     "base": "318b6d01b6927b6fbeae0ab21ec32b18fc66258809686248e44e4dc35ec194d1",
     "denoise": "8cd8fe5783de02334faeb892c5aff70bca76d5ab952b17c8ec05df7f33aed3a1",
-    "ixi": "e7473e230a50165c1c961638e6d0791d216015ba415263c768fa3dfb1ddbdf9c",
+    "ixi": "d8001e3167b5357feb4f714493cf46287024f09d897be8e5ef5ef7f11575d809",
     "arc": "94f025a573aacbd7942e9d8e6c25adbc28b4d3398f9955bfd3985b045f1c00a4",
 }
 
