@@ -164,8 +164,8 @@ def segment(
     targets = plan_outputs(paths, _default_output(output, example), "dseg", NIFTI_OUT)
     qc_targets = _qc_targets(qc, paths, targets)
     csv_path = Path(volumes) if volumes else targets[0].parent / "volumes.csv"
+    brain_net, brain_source = _brain_mask_model(task, brain_model, no_brain_mask)  # checks options first
     net, source = _load(task, model)
-    brain_net, brain_source = _brain_mask_model(task, brain_model, no_brain_mask)
     rows: list[dict] = []
 
     def process(src: Path, dst: Path) -> None:
