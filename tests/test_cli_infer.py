@@ -164,6 +164,9 @@ def test_arc_lesion_calls_are_bounded_by_the_brain_model(tmp_path, monkeypatch, 
     code, _, err = run(monkeypatch, capsys, *args, "--no-brain-mask", "-o", tmp_path / "n")
     assert code == 0, err
     assert json.loads((tmp_path / "n" / "a_dseg.json").read_text())["brain_mask_model"] is None
+    code, _, err = run(monkeypatch, capsys, *args, "--brain-model", models / "les", "-o", tmp_path / "l")
+    assert code == 2 and err.strip().endswith("error: the brain mask model is not a tissue (ixi) model")
+    assert not list(tmp_path.glob("l/*"))
     code, _, err = run(monkeypatch, capsys, "segment", scan, "--brain-model", models / "seg")
     assert code == 2 and err.strip().endswith("is not used here: it bounds lesion calls (--task arc)")
     assert not (tmp_path / "a_dseg.nii.gz").exists()

@@ -157,7 +157,7 @@ def segment(
         update_csv,
         write_json,
     )
-    from seqinv.inference.core import segment_volume
+    from seqinv.inference.core import check_brain_model, segment_volume
     from seqinv.io import read_volume, write_volume
 
     paths = _inputs(inputs, example)
@@ -166,6 +166,8 @@ def segment(
     csv_path = Path(volumes) if volumes else targets[0].parent / "volumes.csv"
     brain_net, brain_source = _brain_mask_model(task, brain_model, no_brain_mask)  # checks options first
     net, source = _load(task, model)
+    if brain_net is not None:
+        check_brain_model(brain_net.config, net.config)  # once, not for every input
     rows: list[dict] = []
 
     def process(src: Path, dst: Path) -> None:

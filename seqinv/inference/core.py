@@ -171,25 +171,20 @@ def segment_volume(
     `brain_model` (a tissue model, e.g. `ixi`) labels as background everything it calls background, so a
     lesion model's calls stay inside the brain (CSF, GM, WM).
     """
-    import torch
 
     settings = settings or InferenceSettings()
     timer = Timer()
     net, device, precision = _setup(model, settings)
+    if brain_model is not None:
+        check_brain_model(brain_model.config, net.config)
     with timer.stage("preprocess"):
         image, record = Preprocessor(net.config).apply(volume)
     with timer.stage("inference"):
-        model_probs = sliding_window(
-            _predictor(lambda x: torch.softmax(net(x).float(), dim=1), device),
-            image,
-            _patch_size(net, settings),
-            settings,
-            device,
-        )[0].numpy()
+        model_probs = class_probabilities(net, image, settings, device)
     brain = None
     if brain_model is not None:
         with timer.stage("brain_mask"):
-            brain = brain_region(image, brain_model, net.config, settings)
+            brain = brain_region(image, brain_model, settings)
     with timer.stage("postprocess"):
         if _is_tissue_model(net.config) if head_mask is None else head_mask:
             inside = head_region(image[0, 0].numpy())
@@ -219,25 +214,34 @@ def segment_volume(
     )
 
 
-def brain_region(image: Any, tissue_model: Any, config: Any, settings: InferenceSettings) -> np.ndarray:
-    """Voxels a tissue model labels CSF, GM or WM (inside the head) on a preprocessed model-grid image."""
+def class_probabilities(net: Any, image: Any, settings: InferenceSettings, device: Any) -> np.ndarray:
+    """Softmax of a segmentation net over a preprocessed model-grid image, (C, X, Y, Z)."""
     import torch
 
-    tissue_config = tissue_model.config
-    name = getattr(tissue_config, "name", None) or "the brain mask model"
-    if not _is_tissue_model(tissue_config):
-        raise ParameterError(f"brain mask model {name!r} is not a tissue (ixi) model")
-    same = ("spacing_mm", "normalization")
-    if any(getattr(tissue_config, k, None) != getattr(config, k, None) for k in same):
-        raise ParameterError(f"brain mask model {name!r} preprocesses scans unlike the lesion model")
-    net, device, _ = _setup(tissue_model, settings)
-    tissue = sliding_window(
+    return sliding_window(
         _predictor(lambda x: torch.softmax(net(x).float(), dim=1), device),
         image,
         _patch_size(net, settings),
         settings,
         device,
     )[0].numpy()
+
+
+def check_brain_model(tissue_config: Any, config: Any) -> None:
+    """A brain mask model must be a tissue model that preprocesses scans as the lesion model does."""
+    name = getattr(tissue_config, "name", None)
+    model = f"the brain mask model {name!r}" if name else "the brain mask model"
+    if not _is_tissue_model(tissue_config):
+        raise ParameterError(f"{model} is not a tissue (ixi) model")
+    same = ("spacing_mm", "normalization")
+    if any(getattr(tissue_config, k, None) != getattr(config, k, None) for k in same):
+        raise ParameterError(f"{model} preprocesses scans unlike the lesion model")
+
+
+def brain_region(image: Any, tissue_model: Any, settings: InferenceSettings) -> np.ndarray:
+    """Voxels a tissue model labels CSF, GM or WM (inside the head) on a preprocessed model-grid image."""
+    net, device, _ = _setup(tissue_model, settings)
+    tissue = class_probabilities(net, image, settings, device)
     return (np.argmax(tissue, axis=0) > 0) & head_region(image[0, 0].numpy())
 
 
