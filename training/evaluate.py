@@ -279,7 +279,7 @@ def run_evaluate(
         raise ParameterError("no model given; use --model LABEL=FOLDER, e.g. --model seqinv=runs/ixi")
     if phantom == bool(data):
         raise ParameterError("give exactly one test source: --phantom or --data FOLDER")
-    rows, order = [], []
+    rows, order, brain = [], [], None
     for label, path in parse_models(models):
         model = SeqInvUNet.from_pretrained(path)
         task = task_of(model)
@@ -289,12 +289,12 @@ def run_evaluate(
             from training.datasets import load_cases
 
             cases = load_cases(data, task)
-        brain = None
-        if task == "arc" and brain_model != "none":
+        if task == "arc" and brain_model != "none" and brain is None:  # loaded once for all lesion models
             from seqinv.inference import load_task_model
 
             brain = load_task_model("ixi", brain_model)[0]
-        for row in evaluate_model(model, cases, sigma, brain_model=brain):
+        bound = brain if task == "arc" else None
+        for row in evaluate_model(model, cases, sigma, brain_model=bound):
             rows.append({"model": label, "task": task, **row})
         order.append(label)
     summary = summarise(rows)
