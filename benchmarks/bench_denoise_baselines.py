@@ -291,7 +291,7 @@ def parse_args(argv: list[str] | None):
     from seqinv.physics.phantom import HELD_OUT_SEED
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="denoise", help="denoising model: registry name or folder")
+    p.add_argument("--model", default="denoise", help="denoising model: published name or folder")
     p.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="phantom seed (default: the held-out one)")
     p.add_argument("--sigma", type=float, default=0.2, help="noise std in z-score units")
     p.add_argument("--runs", type=int, default=3, help="timed runs per method (median reported)")

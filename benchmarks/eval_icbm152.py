@@ -155,7 +155,7 @@ def parse_args(argv: list[str] | None):
     from seqinv.errors import ParameterError
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="ixi", help="ixi model: registry name or folder")
+    p.add_argument("--model", default="ixi", help="ixi model: published name (e.g. ixi@1.0) or folder")
     p.add_argument("--image", default=None, help="your own scan (instead of the ICBM152 template)")
     p.add_argument("--labels", default=None, help="its label map: 0 bg, 1 CSF, 2 GM, 3 WM, same grid")
     p.add_argument("--crop", type=int, default=0, help="template only: crop³ around the brain (quick runs)")

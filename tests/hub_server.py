@@ -38,6 +38,10 @@ class FakeHub:
         repo["refs"][branch] = commit
         return commit
 
+    def tag(self, repo_id: str, name: str, commit: str) -> None:
+        """Point tag `name` at `commit` (the Hub resolves tags and branches alike)."""
+        self.repos[repo_id]["refs"][name] = commit
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()

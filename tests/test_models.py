@@ -16,7 +16,7 @@ from seqinv.models import (
     SeqInvUNet,
     load_reference_encoder,
 )
-from seqinv.models.hub import WEIGHTS_NAME
+from seqinv.models.weights import WEIGHTS_NAME
 
 
 def _conv_params(c_in, c_out, k=3):

@@ -6,8 +6,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from seqinv.models import SeqInvEncoder, registry
-from seqinv.models.registry import PublishedModel
+from seqinv.models import SeqInvEncoder, catalogue, sources
+from seqinv.models.catalogue import PublishedModel
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
@@ -26,9 +26,10 @@ def test_feature_extraction_example_runs(tmp_path, monkeypatch):
     assert len([line for line in code.splitlines() if line and not line.startswith(("import", "from"))]) == 3
     encoder = SeqInvEncoder(preset="tiny")
     encoder.save_pretrained(tmp_path / "weights" / "seqinv")
-    entry = PublishedModel("seqinv", "encoder", "seqinv/none", "main", None, "seqinv", "test")
-    monkeypatch.setitem(registry.PUBLISHED, "seqinv", entry)
-    monkeypatch.setattr(registry, "BUNDLED_ROOT", tmp_path / "weights")
+    entry = PublishedModel("seqinv", "1.0", "encoder", "features", "seqinv/none", "main", None, "test", True)
+    kept = [e for e in catalogue.CATALOGUE if e.name != "seqinv"]
+    monkeypatch.setattr(catalogue, "CATALOGUE", [*kept, entry])
+    monkeypatch.setattr(sources, "BUNDLED_ROOT", tmp_path / "weights")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may reach the internet
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))

@@ -1,4 +1,8 @@
-"""Bundle an exported model into the package as float16: `python -m training.bundle EXPORT_DIR NAME`.
+"""The release tool: bundle an exported model into the package as float16.
+
+`python -m training.bundle EXPORT_DIR NAME` copies it into seqinv/weights/NAME/ and prints the sha256 for
+its version's entry in seqinv/models/catalogue.py (then `push_to_hub` gives the commit to pin, and
+CHANGELOG.md gets a line saying what the version changed).
 
 Half-precision storage halves the wheel; the weights load back as float32. Before bundling, the float16
 copy is run against the float32 original on a 64³ crop of the bundled example scan and the agreement is
@@ -11,6 +15,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from seqinv.errors import WeightsError
+from seqinv.models import sources
+from seqinv.models.catalogue import resolve
+from seqinv.models.weights import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, file_sha256, read_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "seqinv" / "data" / "example_t1w.nii.gz"
 
@@ -41,8 +50,7 @@ def compare(original, half, x) -> str:
 def bundle(export_dir: str | Path, name: str) -> str:
     import torch
 
-    from seqinv.models.hub import build_from_folder
-    from seqinv.models.registry import bundle_model
+    from seqinv.models.factory import build_from_folder
 
     export_dir = Path(export_dir)
     original = build_from_folder(export_dir).eval()
@@ -53,6 +61,34 @@ def bundle(export_dir: str | Path, name: str) -> str:
         half = build_from_folder(Path(tmp)).eval()
         print(compare(original, half, example_crop()))
         return bundle_model(tmp, name)
+
+
+def bundle_model(model_dir: str | Path, name: str, weights_root: str | Path | None = None) -> str:
+    """Copy a saved model into `seqinv/weights/<name>/` (after a strict load) and return its sha256.
+
+    Prints the sha256 to put into the version's entry in seqinv/models/catalogue.py; until it is there,
+    loading the bundled copy fails its hash check.
+    """
+    from seqinv.models.factory import build_from_folder
+
+    entry = resolve(name)
+    source = Path(model_dir)
+    model = build_from_folder(source)
+    wanted = "unet" if entry.kind == "task" else "encoder"
+    if model.config.arch != wanted:
+        raise WeightsError(
+            f"model {name!r} must be a {wanted} model, but {source} holds a {model.config.arch}"
+        )
+    target = Path(weights_root or sources.BUNDLED_ROOT) / entry.name
+    target.mkdir(parents=True, exist_ok=True)
+    for filename in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
+        if (source / filename).is_file():
+            shutil.copyfile(source / filename, target / filename)
+    read_config(target)
+    sha = file_sha256(target / WEIGHTS_NAME)
+    print(f"bundled {name} in {target} ({(target / WEIGHTS_NAME).stat().st_size / 1e6:.1f} MB)")
+    print(f'set sha256 = "{sha}" in the catalogue entry of {entry.name} (seqinv/models/catalogue.py)')
+    return sha
 
 
 if __name__ == "__main__":

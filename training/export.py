@@ -125,7 +125,7 @@ def export(
     from training.cli import command_line
 
     if _finished_model_folder(checkpoint):  # a run's final model, e.g. copied back without checkpoints
-        from seqinv.models.hub import build_from_folder
+        from seqinv.models.factory import build_from_folder
 
         model = build_from_folder(Path(checkpoint)).eval()
         state, path = {}, Path(checkpoint)
@@ -135,7 +135,7 @@ def export(
         model = model_from_checkpoint(state)
         if _run_output_of(checkpoint, state):
             # the run's own output holds what training did after its last checkpoint (arc's prior correction)
-            from seqinv.models.hub import build_from_folder
+            from seqinv.models.factory import build_from_folder
 
             model, path = build_from_folder(Path(checkpoint)).eval(), Path(checkpoint) / "model.safetensors"
     rows = read_metrics(metrics_csv, model_label or model.config.name) if metrics_csv else []

@@ -44,7 +44,7 @@ def parse_class_weights(text: str, n_classes: int) -> torch.Tensor | None:
 
 
 def load_encoder(name_or_path: str):
-    """A SeqInvEncoder from a folder / repo / registry name; a U-Net's encoder is accepted too."""
+    """A SeqInvEncoder from a folder / repo / published name; a U-Net's encoder is accepted too."""
     from seqinv.models import SeqInvEncoder
 
     return SeqInvEncoder.from_pretrained(name_or_path)

@@ -37,4 +37,4 @@ for name in seqinv seqaug; do
   seqinv train export "$R/$name" --output "$R/export/$name"
   python -m training.bundle "$R/export/$name" "$name"
 done
-echo "paste the printed sha256 values into seqinv/models/registry.py (WEIGHTS_SHA256)"
+echo "paste the printed sha256 values into seqinv/models/catalogue.py, one new version per model"

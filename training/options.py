@@ -110,7 +110,7 @@ class FinetuneOptions:
     """Every option of `seqinv train segment|denoise` (also the keys of a TOML config file)."""
 
     output: str = ""
-    encoder: str = ""  # folder, Hub repo id or registry name of a SeqInvEncoder (or a U-Net's encoder)
+    encoder: str = ""  # folder, Hub repo id or published model name of a SeqInvEncoder (or a U-Net's encoder)
     init: str = ""  # a trained U-Net (same encoder and task) whose decoder this run starts from
     train_encoder: bool = False  # fine-tune the encoder too (end to end) instead of freezing it
     task: str = "ixi"  # ixi | arc | denoise

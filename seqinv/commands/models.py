@@ -1,4 +1,4 @@
-"""`seqinv models list|info|download`: the registry of published models on the command line."""
+"""`seqinv models list|info|download`: the catalogue of published models on the command line."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def _cached_folder(repo_id: str, revision: str, cache_dir: str | None):
 
     from huggingface_hub import try_to_load_from_cache
 
-    from seqinv.models.hub import WEIGHTS_NAME
-    from seqinv.models.registry import hub_cache_dir
+    from seqinv.models.sources import hub_cache_dir
+    from seqinv.models.weights import WEIGHTS_NAME
 
     found = try_to_load_from_cache(
         repo_id, WEIGHTS_NAME, cache_dir=hub_cache_dir(cache_dir), revision=revision
@@ -34,41 +34,47 @@ def _cached_folder(repo_id: str, revision: str, cache_dir: str | None):
 
 @models_app.command("list")
 def list_models() -> None:
-    """Published models: name, kind, Hub repo, revision, whether a copy ships with this install."""
-    from seqinv.models.registry import PUBLISHED, _has_bundled
+    """Published models, one row per version: name, version, kind, task, Hub repo, pinned revision."""
+    from seqinv.models import catalogue
+    from seqinv.models.sources import bundled_folder
 
-    rows = [("name", "kind", "hub repo", "revision", "bundled", "description")]
-    for entry in PUBLISHED.values():
-        bundled = "yes" if _has_bundled(entry) else "no"
-        rows.append((entry.name, entry.kind, entry.repo_id, entry.revision, bundled, entry.description))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    rows = [("name", "version", "kind", "task", "hub repo", "revision", "sha256", "bundled", "description")]
+    for name in catalogue.names():
+        for e in catalogue.versions(name):
+            bundled = "yes" if bundled_folder(e) else "no"
+            sha = (e.sha256 or "not pinned")[:12]
+            rows.append((e.name, e.version, e.kind, e.task, e.repo_id, e.revision, sha, bundled))
+            rows[-1] += (e.description,)
+    widths = [max(len(row[i]) for row in rows) for i in range(8)]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row[:8], widths, strict=True)) + "  " + row[8])
+    typer.echo("a bare name loads its newest version; name@version (e.g. ixi@1.0) picks one")
 
 
 @models_app.command("info")
 def info(
-    name: str = typer.Argument(..., help="Registry name, e.g. ixi (see `seqinv models list`)."),
+    name: str = typer.Argument(..., help="Published name, e.g. ixi or ixi@1.0 (see `seqinv models list`)."),
     cache_dir: str = typer.Option(
         None, help="Hub cache folder (default: HF_HUB_CACHE or ~/.cache/huggingface)."
     ),
 ) -> None:
     """Where a model lives, its pinned revision and sha256, and its input contract (no network)."""
-    from seqinv.models.hub import WEIGHTS_NAME, read_config
-    from seqinv.models.registry import _has_bundled, resolve
+    from seqinv.models.catalogue import resolve
+    from seqinv.models.sources import bundled_folder
+    from seqinv.models.weights import WEIGHTS_NAME, read_config
 
     entry = resolve(name)
-    typer.echo(f"name:        {entry.name} ({entry.kind}) - {entry.description}")
+    typer.echo(f"name:        {entry.ref} ({entry.kind}, task {entry.task}) - {entry.description}")
     typer.echo(f"hub repo:    {entry.repo_id} @ {entry.revision}")
     typer.echo(f"sha256:      {entry.sha256 or 'not pinned'}")
-    bundled = entry.bundled_path if _has_bundled(entry) else None
+    bundled = bundled_folder(entry)
     if bundled:
         size_mb = (bundled / WEIGHTS_NAME).stat().st_size / 1e6
-        typer.echo(f"bundled:     seqinv/weights/{entry.bundled} ({size_mb:.1f} MB)")
+        typer.echo(f"bundled:     seqinv/weights/{entry.name} ({size_mb:.1f} MB)")
     else:
         typer.echo("bundled:     no")
     cached = _cached_folder(entry.repo_id, entry.revision, cache_dir)
-    typer.echo(f"hub cache:   {cached or f'no (run `seqinv models download {entry.name}`)'}")
+    typer.echo(f"hub cache:   {cached or f'no (run `seqinv models download {entry.ref}`)'}")
     folder = bundled or cached
     if folder is None:
         return
@@ -82,9 +88,9 @@ def info(
 
 @models_app.command("download")
 def download(
-    name: str = typer.Argument(..., help="Registry name (e.g. ixi) or Hub repo id (org/name)."),
+    name: str = typer.Argument(..., help="Published name (ixi, ixi@1.0) or Hub repo id (org/name)."),
     revision: str = typer.Option(
-        None, help="Branch, tag or commit (default: the registry's pinned revision)."
+        None, help="Branch, tag or commit (default: the catalogue's pinned revision)."
     ),
     cache_dir: str = typer.Option(
         None, help="Hub cache folder (default: HF_HUB_CACHE or ~/.cache/huggingface)."
@@ -93,11 +99,13 @@ def download(
 ) -> None:
     """Download into the Hub cache and verify (strict load, sha256); HF_HUB_OFFLINE=1 then works."""
     from seqinv.errors import WeightsError
-    from seqinv.models.hub import CARD_NAME
-    from seqinv.models.registry import PUBLISHED, fetch_from_hub, load_model, resolve
+    from seqinv.models import catalogue
+    from seqinv.models.factory import load_model
+    from seqinv.models.sources import fetch_from_hub
+    from seqinv.models.weights import CARD_NAME
 
     _, source = load_model(name, revision=revision, cache_dir=cache_dir, token=token, prefer="hub")
-    repo_id = resolve(name).repo_id if name.lower() in PUBLISHED else name
+    repo_id = catalogue.resolve(name).repo_id if catalogue.is_published(name) else name
     with contextlib.suppress(WeightsError):  # the model card is documentation only
         fetch_from_hub(repo_id, source.revision, cache_dir, False, token, filenames=(CARD_NAME,))
     typer.echo(source.describe())

@@ -92,7 +92,7 @@ def load_task_model(task: str, model: str | None = None, **kwargs) -> tuple[Any,
     """(model, ModelSource) for a CLI task; `model` overrides the task's registry name (name/folder/repo)."""
     if task not in TASKS:
         raise ParameterError(f"unknown task {task!r}; expected one of {', '.join(t for t in TASKS)}")
-    from seqinv.models.registry import load_model
+    from seqinv.models.factory import load_model
 
     default_name, expected = TASKS[task]
     name = model or default_name

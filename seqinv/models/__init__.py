@@ -1,22 +1,29 @@
-"""SeqInv networks, weight files in the Hub layout, and the registry of published models."""
+"""SeqInv networks and their weights, as one chain (each module imports only those above it):
 
+catalogue (published versions, pure data) -> weights (model folders: read, write, strict load, hash)
+-> sources (local folder, Hub, cache, bundled copy) -> hub (the save/load mixin) -> networks -> factory.
+"""
+
+from seqinv.models.catalogue import CATALOGUE, PublishedModel, resolve
 from seqinv.models.config import FORMAT_VERSION, PRESETS, ModelConfig
+from seqinv.models.factory import build_from_folder, load_model
 from seqinv.models.heads import Projector, Reconstructor
 from seqinv.models.networks import SeqInvEncoder, SeqInvUNet
 from seqinv.models.reference import load_reference_encoder
-from seqinv.models.registry import PUBLISHED, ModelSource, bundle_model, load_model, resolve
+from seqinv.models.sources import ModelSource
 
 __all__ = [
+    "CATALOGUE",
     "FORMAT_VERSION",
     "PRESETS",
-    "PUBLISHED",
     "ModelConfig",
     "ModelSource",
     "Projector",
+    "PublishedModel",
     "Reconstructor",
     "SeqInvEncoder",
     "SeqInvUNet",
-    "bundle_model",
+    "build_from_folder",
     "load_model",
     "load_reference_encoder",
     "resolve",

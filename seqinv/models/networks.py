@@ -1,4 +1,4 @@
-"""SeqInv networks (shared/SPEC.md §4): 5-stage 3D CNN encoder and the frozen-encoder U-Net.
+"""SeqInv networks (Chalcroft et al., arXiv 2501.12057): 5-stage 3D CNN encoder and the frozen-encoder U-Net.
 
 State-dict names are ours and stable (`stages.0.block1.conv.weight`, `decoder.ups.0.up.weight`, ...);
 only plain torch modules are used so a library refactor cannot rename the weights.
@@ -15,6 +15,7 @@ from torch import nn
 from seqinv.errors import InputError
 from seqinv.models.config import ModelConfig
 from seqinv.models.hub import HubMixin
+from seqinv.models.weights import encoder_config
 
 #: The encoder halves the resolution 4 times: the U-Net pads inputs to a multiple of this.
 DOWNSAMPLE = 16
@@ -100,6 +101,8 @@ class SeqInvEncoder(HubMixin, nn.Module):
     `SeqInvEncoder()` builds the paper preset (64, 128, 256, 512, 768) with random weights.
     """
 
+    ARCH = "encoder"
+
     def __init__(self, config: ModelConfig | None = None, preset: str = "paper", **overrides):
         super().__init__()
         if config is None:
@@ -183,15 +186,14 @@ class SeqInvUNet(HubMixin, nn.Module):
     no padding.
     """
 
+    ARCH = "unet"
+
     def __init__(self, config: ModelConfig | None = None, preset: str = "paper", **overrides):
         super().__init__()
         if config is None:
             config = ModelConfig.from_preset(preset, **{"arch": "unet", "task": "segment", **overrides})
         self.config = config
-        encoder_config = dataclasses.replace(
-            config, arch="encoder", task="features", labels=[], out_channels=1
-        )
-        self.encoder = SeqInvEncoder(encoder_config)
+        self.encoder = SeqInvEncoder(encoder_config(config))
         self.decoder = Decoder(config.features, config.decoder_features, config.out_channels, config.dropout)
         self._encoder_frozen = False
 

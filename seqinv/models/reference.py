@@ -14,7 +14,7 @@ from pathlib import Path
 
 from seqinv.errors import WeightsError
 from seqinv.models.config import PRESETS, ModelConfig
-from seqinv.models.hub import load_strict
+from seqinv.models.weights import load_strict
 
 _ENCODER_KEY = re.compile(r"^(?:conv_0|down_(?P<stage>[1-4])\.convs)\.conv_(?P<conv>[01])\.(?P<rest>.+)$")
 _DECODER_KEY = re.compile(r"^(upcat_[1-4]|final_conv)\.")

@@ -1,0 +1,307 @@
+"""Where a model's files come from, in this order (nothing here builds a network):
+
+1. an explicit local folder (holding config.json + model.safetensors) or a file inside one;
+2. a catalogue name (`ixi`, `ixi@1.0`; seqinv/models/catalogue.py) or a Hub repo id (`org/name`): the Hub,
+   or its local cache when the Hub is unreachable, `HF_HUB_OFFLINE=1` is set or `local_files_only=True`.
+   Reaching the Hub fails fast (`SEQINV_HUB_TIMEOUT_S`, default 5 s);
+3. for catalogue names only: the copy bundled in the wheel (`seqinv/weights/<name>/`, the newest version),
+   used when the Hub and its cache cannot provide the model (`ModelSource.note` says why, in one line).
+
+`prefer="hub"` stops after step 2 (errors are raised), `prefer="bundled"` goes straight to step 3.
+A catalogue version loads its pinned revision, and its sha256 is checked against the weight file from the
+Hub and against the bundled copy; a mismatch is always an error, never a fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from seqinv.errors import ParameterError, WeightsError
+from seqinv.models import catalogue
+from seqinv.models.catalogue import PublishedModel
+from seqinv.models.weights import CONFIG_NAME, WEIGHTS_NAME, file_sha256
+
+#: Folder of the weights shipped in the wheel, one sub-folder per catalogue name.
+BUNDLED_ROOT = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_HUB_TIMEOUT_S = 5.0
+PREFER = ("auto", "hub", "bundled")
+
+
+class HubUnavailable(WeightsError):
+    """The Hub cannot be reached (or offline mode is on) and its cache lacks the files."""
+
+    def __init__(self, message: str, offline_mode: bool):
+        super().__init__(message)
+        self.offline_mode = offline_mode
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a loaded model came from: kind "local" | "hub" | "cache" | "bundled"."""
+
+    kind: str
+    location: str
+    revision: str | None
+    sha256: str
+    name: str
+    note: str = ""
+    version: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}" if self.version else self.name
+
+    def describe(self) -> str:
+        """One line for the CLI, e.g. `model ixi@1.0: bundled seqinv/weights/ixi (rev v1.0, sha256 1a2b…)`."""
+        revision = self.revision or "-"
+        line = f"model {self.ref}: {self.kind} {self.location} (rev {revision}, sha256 {self.sha256[:12]})"
+        return line + (f"; {self.note}" if self.note else "")
+
+
+def bundled_folder(entry: PublishedModel) -> Path | None:
+    """The bundled copy of a catalogue version, when this installation ships it."""
+    folder = BUNDLED_ROOT / entry.name
+    return folder if entry.bundled and (folder / WEIGHTS_NAME).is_file() else None
+
+
+def _is_repo_id(text: str) -> bool:
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not text.startswith((".", "~")) and "\\" not in text
+
+
+def _looks_like_path(text: str) -> bool:
+    return text.startswith((".", "~", "/")) or os.sep in text or text.endswith((".json", ".safetensors"))
+
+
+def _local_folder(text: str) -> Path | None:
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path.parent
+    if path.is_dir() and ((path / CONFIG_NAME).exists() or not catalogue.is_published(text)):
+        return path
+    return None
+
+
+def locate(
+    name_or_path: str | Path,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    token: str | None = None,
+    prefer: str = "auto",
+) -> tuple[Path, ModelSource]:
+    """The folder holding a model's files and where it came from (see the module docstring)."""
+    if prefer not in PREFER:
+        raise ParameterError(f"prefer={prefer!r}; expected one of {', '.join(PREFER)}")
+    text = str(name_or_path)
+    # a bare catalogue name ("ixi") means the published model even when the working directory happens to
+    # hold a folder of that name (an IXI dataset, a run); write ./ixi for the folder
+    bare_name = catalogue.is_published(text) and not isinstance(name_or_path, Path)
+    folder = None if bare_name else _local_folder(text)
+    if folder is not None:
+        if not (folder / WEIGHTS_NAME).is_file():
+            raise WeightsError(f"model folder {folder} has no {WEIGHTS_NAME}; it is not a saved seqinv model")
+        sha = file_sha256(folder / WEIGHTS_NAME)
+        return folder, ModelSource("local", str(folder), None, sha, folder.name)
+    if catalogue.is_published(text):
+        entry = catalogue.resolve(text)
+        return _locate_published(entry, revision, cache_dir, local_files_only, token, prefer)
+    if _is_repo_id(text) and not Path(text).expanduser().exists():
+        if prefer == "bundled":
+            raise WeightsError(
+                f"{text!r} is not a published model name, so there is no bundled copy; use prefer='auto'"
+            )
+        folder, kind, commit, note = fetch_from_hub(text, revision, cache_dir, local_files_only, token)
+        return folder, ModelSource(kind, text, commit, file_sha256(folder / WEIGHTS_NAME), text, note)
+    if _looks_like_path(text):
+        raise WeightsError(
+            f"model folder {text} not found; give a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}"
+        )
+    raise WeightsError(catalogue.unknown_name_message(text))
+
+
+def _locate_published(entry: PublishedModel, revision, cache_dir, local_files_only, token, prefer):
+    note = ""
+    if prefer != "bundled":
+        try:
+            folder, kind, commit, note = fetch_from_hub(
+                entry.repo_id, revision or entry.revision, cache_dir, local_files_only, token, name=entry.ref
+            )
+        except WeightsError as err:
+            if prefer == "hub" or bundled_folder(entry) is None:
+                raise
+            note = _fallback_note(err)
+        else:
+            sha = file_sha256(folder / WEIGHTS_NAME)
+            pinned = revision in (None, entry.revision)
+            if entry.sha256 and pinned and sha != entry.sha256:
+                raise WeightsError(
+                    f"sha256 of {entry.repo_id}@{commit}/{WEIGHTS_NAME} is {sha}, but the catalogue expects "
+                    f"{entry.sha256} for model {entry.ref!r}; the download is corrupt or the repo changed: "
+                    f"delete it from the Hub cache and download again, or upgrade seqinv"
+                )
+            return folder, ModelSource(kind, entry.repo_id, commit, sha, entry.name, note, entry.version)
+    return _locate_bundled(entry, note)
+
+
+def _fallback_note(err: WeightsError) -> str:
+    """One short line on why the bundled copy is used (never the whole Hub error)."""
+    if isinstance(err, HubUnavailable):
+        if err.offline_mode:
+            return "offline mode (HF_HUB_OFFLINE) and no Hub cache: used the bundled copy"
+        return "the Hub is unreachable and not cached: set HF_HUB_OFFLINE=1 to use the bundled copy directly"
+    return "Hub copy not available: " + str(err).split("; ")[0]
+
+
+def _locate_bundled(entry: PublishedModel, note: str) -> tuple[Path, ModelSource]:
+    folder = bundled_folder(entry)
+    if folder is None:
+        shipped = catalogue.latest().get(entry.name)
+        which = f" (this installation bundles {shipped.ref})" if shipped and shipped.bundled else ""
+        raise WeightsError(
+            f"model {entry.ref!r} has no bundled copy in this installation{which}; download it on a machine "
+            f"with network: `seqinv models download {entry.ref}` (Hub repo {entry.repo_id})"
+        )
+    sha = file_sha256(folder / WEIGHTS_NAME)
+    if entry.sha256 and sha != entry.sha256:
+        raise WeightsError(
+            f"bundled {folder / WEIGHTS_NAME} has sha256 {sha}, but the catalogue expects {entry.sha256}; "
+            "the installation is damaged: reinstall seqinv"
+        )
+    location = f"seqinv/weights/{entry.name}"
+    return folder, ModelSource("bundled", location, entry.revision, sha, entry.name, note, entry.version)
+
+
+# ---- Hub access -----------------------------------------------------------------------------------
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_offline(local_files_only: bool = False) -> bool:
+    """Offline when asked to, or HF_HUB_OFFLINE is set (read now, not at import)."""
+    from huggingface_hub import constants
+
+    return local_files_only or _env_true("HF_HUB_OFFLINE") or constants.is_offline_mode()
+
+
+def hub_cache_dir(cache_dir: str | Path | None = None) -> str | None:
+    """`cache_dir`, else HF_HUB_CACHE / HF_HOME/hub read now, else huggingface_hub's default (None)."""
+    if cache_dir is not None:
+        return str(cache_dir)
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
+
+
+def _hub_timeout_s() -> float:
+    value = os.environ.get("SEQINV_HUB_TIMEOUT_S")
+    try:
+        return float(value) if value else DEFAULT_HUB_TIMEOUT_S
+    except ValueError as err:
+        raise ParameterError(f"SEQINV_HUB_TIMEOUT_S={value!r} is not a number of seconds") from err
+
+
+def _is_network_error(err: Exception) -> bool:
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    return isinstance(err, (OfflineModeIsEnabled, OSError, TimeoutError)) or type(err).__module__.startswith(
+        "httpx"
+    )
+
+
+def _http_error(err: Exception, repo_id: str, revision: str, filename: str) -> WeightsError:
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(err, GatedRepoError):
+        return WeightsError(
+            f"Hub repository {repo_id} is gated; accept its terms on the Hub and pass a token"
+        )
+    if isinstance(err, RepositoryNotFoundError):
+        return WeightsError(
+            f"Hub repository {repo_id} not found (or private: pass token= or run `hf auth login`)"
+        )
+    if isinstance(err, RevisionNotFoundError):
+        return WeightsError(f"revision {revision!r} not found in Hub repository {repo_id}; check --revision")
+    if isinstance(err, EntryNotFoundError):
+        return WeightsError(
+            f"Hub repository {repo_id}@{revision} has no {filename}; it is not a seqinv model repo"
+        )
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return WeightsError(f"Hub request for {repo_id}@{revision}/{filename} failed: {first_line}")
+
+
+def fetch_from_hub(
+    repo_id: str,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    token: str | None = None,
+    filenames: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME),
+    name: str | None = None,
+) -> tuple[Path, str, str, str]:
+    """Download (or find in the cache) a model repo's files; returns (snapshot folder, kind, commit, note).
+
+    kind is "hub" when the Hub answered, "cache" when the files came from the local cache only.
+    Any failure is one `WeightsError`.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    revision = revision or "main"
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    cache = hub_cache_dir(cache_dir)
+    timeout_s = _hub_timeout_s()
+    offline = offline_mode = hub_offline(local_files_only)
+    reason = "offline mode is on (HF_HUB_OFFLINE or local_files_only)" if offline else ""
+    if not offline:  # a short probe, so an unreachable Hub costs seconds, not huggingface_hub's retries
+        url = hf_hub_url(repo_id, WEIGHTS_NAME, revision=revision, endpoint=endpoint)
+        try:
+            get_hf_file_metadata(url, timeout=timeout_s, token=token, endpoint=endpoint)
+        except HfHubHTTPError as err:
+            raise _http_error(err, repo_id, revision, WEIGHTS_NAME) from err
+        except Exception as err:
+            if not _is_network_error(err):
+                raise
+            offline = True
+            reason = f"the Hub at {endpoint or 'huggingface.co'} is unreachable ({type(err).__name__})"
+    paths = {}
+    for filename in filenames:
+        try:
+            paths[filename] = hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache,
+                local_files_only=offline,
+                token=token,
+                endpoint=endpoint,
+                etag_timeout=timeout_s,
+            )
+        except LocalEntryNotFoundError as err:
+            raise HubUnavailable(
+                f"{repo_id}@{revision}/{filename} is not in the Hub cache ({cache or 'default'}) and "
+                f"{reason}; fill the cache where there is network: "
+                f"`seqinv models download {name or repo_id}`",
+                offline_mode,
+            ) from err
+        except HfHubHTTPError as err:
+            raise _http_error(err, repo_id, revision, filename) from err
+        except Exception as err:
+            if _is_network_error(err):
+                raise WeightsError(f"Hub download of {repo_id}@{revision}/{filename} failed: {err}") from err
+            raise
+    folder = Path(paths[filenames[-1]]).parent
+    commit = folder.name
+    note = f"{reason}: used the Hub cache" if offline else ""
+    return folder, "cache" if offline else "hub", commit, note
