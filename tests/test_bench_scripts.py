@@ -32,7 +32,9 @@ def models(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("models")
     common = {"arch": "unet", "patch_size": (16, 16, 16)}
-    seg = ModelConfig.from_preset("tiny", task="segment", out_channels=4, labels=LABELS, **common)
+    seg = ModelConfig.from_preset(
+        "tiny", task="segment", task_name="ixi", out_channels=4, labels=LABELS, **common
+    )
     den = ModelConfig.from_preset("tiny", task="denoise", training={"noise_std": 0.2}, **common)
     SeqInvUNet(seg).save_pretrained(root / "ixi")
     SeqInvUNet(den).save_pretrained(root / "den")

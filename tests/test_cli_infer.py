@@ -33,11 +33,15 @@ def models(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("models")
     common = {"arch": "unet", "patch_size": (32, 32, 32)}
-    seg = ModelConfig.from_preset("tiny", task="segment", out_channels=4, labels=LABELS, **common)
-    den = ModelConfig.from_preset("tiny", task="denoise", out_channels=1, **common)
+    seg = ModelConfig.from_preset(
+        "tiny", task="segment", task_name="ixi", out_channels=4, labels=LABELS, **common
+    )
+    den = ModelConfig.from_preset("tiny", task="denoise", task_name="denoise", out_channels=1, **common)
     SeqInvUNet(seg).save_pretrained(root / "seg")
     lesion = ["background", "lesion"]
-    les = ModelConfig.from_preset("tiny", task="segment", out_channels=2, labels=lesion, **common)
+    les = ModelConfig.from_preset(
+        "tiny", task="segment", task_name="arc", out_channels=2, labels=lesion, **common
+    )
     SeqInvUNet(les).save_pretrained(root / "les")
     SeqInvUNet(den).save_pretrained(root / "den")
     return root

@@ -99,6 +99,7 @@ def test_segmentation_is_scored_through_the_inference_path():
     model = SeqInvUNet(
         preset="tiny",
         task="segment",
+        task_name="ixi",
         out_channels=4,
         patch_size=(32, 32, 32),
         labels=["background", "csf", "gm", "wm"],

@@ -27,6 +27,7 @@ class IntensityClassifier(nn.Module):
             normalization=NORMALIZATION,
             labels=["background", "csf", "gm", "wm"],
             task="segment",
+            task_name="ixi",
             training={},
         )
         self.blur = nn.AvgPool3d(3, stride=1, padding=1, count_include_pad=False)
@@ -244,7 +245,7 @@ def test_head_region_fills_dark_csf_and_leaves_out_air_noise():
 
 def test_lesion_models_keep_labels_anywhere():
     net = IntensityClassifier()
-    net.config.labels = ["background", "lesion"]
+    net.config.labels, net.config.task_name = ["background", "lesion"], "arc"
     net.centres = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1, 1)
     image = np.zeros((20, 20, 20), np.float32)
     image[1:6, 1:6, 1:6], image[11:18, 11:18, 11:18] = 100.0, 100.0  # >= 10 voxels a slice: not noise
@@ -256,7 +257,7 @@ def test_a_brain_model_keeps_lesion_calls_inside_the_brain():
     from seqinv.errors import ParameterError
 
     lesion = IntensityClassifier()
-    lesion.config.labels = ["background", "lesion"]
+    lesion.config.labels, lesion.config.task_name = ["background", "lesion"], "arc"
     lesion.centres = torch.tensor([0.0, 1.0]).view(1, 2, 1, 1, 1)  # WM-bright voxels are "lesion"
     truth, image = shells(np.eye(4), (36, 34, 32))
     image[1:5, 1:5, 1:5] = INTENSITY[3]  # a WM-bright island in the air, far from the head

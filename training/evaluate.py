@@ -236,17 +236,20 @@ def write_results(rows: list[dict], summary: list[dict], model_order: list[str],
 
 
 def task_of(model) -> str:
+    """The task the model's config records (seqinv/tasks.py); evaluate needs a fine-tuned U-Net."""
     from seqinv.errors import ParameterError
+    from seqinv.tasks import TRAIN_TASKS
+    from seqinv.tasks import task_of as recorded
 
     config = model.config
-    if config.task == "denoise":
-        return "denoise"
-    if config.task == "segment":
-        return "arc" if config.out_channels == 2 else "ixi"
-    raise ParameterError(
-        f"model {config.name or '?'} has task {config.task!r}; evaluate needs a fine-tuned U-Net "
-        "(seqinv train segment / denoise)"
-    )
+    task = recorded(config)
+    if task not in TRAIN_TASKS:
+        why = f"has task {config.task!r}" if config.task == "features" else "records no task_name"
+        raise ParameterError(
+            f"model {config.name or '?'} {why}; evaluate needs a fine-tuned U-Net of task "
+            f"{', '.join(TRAIN_TASKS)} (seqinv train segment / denoise, exported by this seqinv)"
+        )
+    return task
 
 
 def parse_models(specs: list[str]) -> list[tuple[str, str]]:

@@ -162,11 +162,23 @@ def export(
         },
     }
     model.config.training = training
+    if not model.config.task_name:  # runs of seqinv before configs recorded their task
+        model.config.task_name = _task_name(kind, options)
+        model.config.validate()
     if name:
         model.config.name = name
     out = model.save_pretrained(output)
     (Path(out) / "README.md").write_text(render_card(model, rows), encoding="utf-8")
     return Path(out)
+
+
+def _task_name(kind: str | None, options: dict) -> str:
+    """The task a run trained: features (pretraining) or its --task (fine-tuning)."""
+    from seqinv.tasks import TASKS
+
+    if kind == "pretrain":
+        return "features"
+    return kind if kind in TASKS else options.get("task", "")
 
 
 def _finished_model_folder(path: str | Path) -> bool:

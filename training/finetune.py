@@ -22,7 +22,7 @@ from training.data import (
 )
 from training.distributed import DistInfo, setup, teardown
 from training.losses import dice_ce
-from training.options import TASKS, FinetuneOptions, check_patch, sequence_kinds  # noqa: F401 (re-exported)
+from training.options import TASK_TABLE, TASKS, FinetuneOptions, check_patch, sequence_kinds  # noqa: F401
 from training.pretrain import timing_summary
 
 
@@ -58,7 +58,8 @@ def build_unet(encoder, opts: FinetuneOptions):
     config = dataclasses.replace(
         encoder.config,
         arch="unet",
-        task="denoise" if opts.task == "denoise" else "segment",
+        task=TASK_TABLE[opts.task].config_task,
+        task_name=opts.task,
         out_channels=len(labels) or 1,
         labels=labels,
         # the inference window: at least the default 96³ even after smaller training patches (fully

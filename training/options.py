@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from seqinv.tasks import TASKS as TASK_TABLE
+from seqinv.tasks import TRAIN_TASKS as TASKS
+
 STRATEGIES = ("base", "seqaug", "seqinv")
-TASKS = ("ixi", "arc", "denoise")
-TISSUE_LABELS = ["background", "csf", "gm", "wm"]
-LESION_LABELS = ["background", "lesion"]
+TISSUE_LABELS = list(TASK_TABLE["ixi"].labels)
+LESION_LABELS = list(TASK_TABLE["arc"].labels)
 
 
 @dataclass
@@ -168,4 +170,4 @@ class FinetuneOptions:
 
     @property
     def labels(self) -> list[str]:
-        return {"ixi": TISSUE_LABELS, "arc": LESION_LABELS}.get(self.task, [])
+        return list(TASK_TABLE[self.task].labels) if self.task in TASK_TABLE else []

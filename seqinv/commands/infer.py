@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 
 from seqinv.errors import InputError, ParameterError
+from seqinv.tasks import BRAIN_TASK, SEGMENT_TASKS, TASKS
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example_t1w.nii.gz"
-SEGMENT_TASKS = ("ixi", "arc")
 NIFTI_OUT = (".nii.gz", ".nii")
 
 _INPUTS = typer.Argument(
@@ -20,7 +20,10 @@ _OUTPUT = typer.Option(
     None, "-o", "--output", help="Output file (one input) or folder (many). Default: next to each input."
 )
 _MODEL = typer.Option(
-    None, "--model", "-m", help="Registry name, local model folder or Hub repo id (default: the task's)."
+    None,
+    "--model",
+    "-m",
+    help="Published name (ixi, ixi@1.0), model folder or Hub repo id (default: the task's).",
 )
 _DEVICE = typer.Option("auto", help="auto | cpu | cuda | mps (unavailable accelerators fall back to CPU).")
 _PRECISION = typer.Option(
@@ -68,22 +71,26 @@ def _default_output(output: str | None, example: bool) -> str | None:
     return output if output or not example else "."  # never write into the installed package
 
 
-def _load(task: str, model: str | None):
+def _load(task: str, model: str | None, check_task: bool = True):
     from seqinv.inference.core import load_task_model
 
-    net, source = load_task_model(task, model)
+    net, source = load_task_model(task, model, check_task=check_task)
     typer.echo(source.describe() if hasattr(source, "describe") else str(source), err=True)
     return net, source
 
 
 def _brain_mask_model(task: str, name: str | None, off: bool):
     """(model, source) of the tissue model that bounds lesion calls, or (None, None)."""
-    if task != "arc" or off:
+    if not TASKS[task].brain_mask or off:
         if name:
             why = "--no-brain-mask turns the mask off" if off else "it bounds lesion calls (--task arc)"
             raise ParameterError(f"--brain-model is not used here: {why}")
         return None, None
-    return _load("ixi", name)
+    from seqinv.inference.core import check_tissue_model
+
+    net, source = _load(BRAIN_TASK, name, check_task=False)
+    check_tissue_model(net.config)
+    return net, source
 
 
 def _finish(summary, n_inputs: int) -> None:
@@ -175,7 +182,7 @@ def segment(
         volume = read_volume(src)
         read_s = time.perf_counter() - start
         head_mask = False if no_head_mask else None
-        result = segment_volume(volume, net, settings, probs, head_mask, brain_model=brain_net)
+        result = segment_volume(volume, net, settings, probs, head_mask, brain_model=brain_net, task=task)
         start = time.perf_counter()
         header = volume.header
         write_volume(dst, result.labels, volume.affine, header, dtype="uint8")

@@ -67,13 +67,17 @@ def segment(
     "auto" is `ixi`, None turns the mask off. `settings` are `InferenceSettings` fields (device,
     precision, overlap, sw_batch_size, tta).
     """
+    from seqinv.tasks import BRAIN_TASK, get_task
+
     net = _model(task, model)
     brain = None
-    if task == "arc" and brain_model is not None:
-        brain = _model("ixi", None if brain_model == "auto" else brain_model)
+    if get_task(task).brain_mask and brain_model is not None:
+        brain = _model(BRAIN_TASK, None if brain_model == "auto" else brain_model)
     volumes, single = _volumes(inputs)
     settings = InferenceSettings(**settings)
-    results = [segment_volume(v, net, settings, probs=probs, brain_model=brain) for v in volumes]
+    results = [
+        segment_volume(v, net, settings, probs=probs, brain_model=brain, task=task) for v in volumes
+    ]
     return results[0] if single else results
 
 

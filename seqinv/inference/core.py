@@ -12,14 +12,8 @@ from seqinv.errors import ParameterError, WeightsError
 from seqinv.inference.sliding import InferenceSettings, resolve_device, resolve_precision, sliding_window
 from seqinv.io import Volume
 from seqinv.preprocess import Preprocessor, PreprocessRecord, head_region
+from seqinv.tasks import BRAIN_TASK, TASKS, get_task, task_of
 
-#: CLI task name -> (registry name of its default model, what the model's config.task must be)
-TASKS: dict[str, tuple[str, str]] = {
-    "ixi": ("ixi", "segment"),
-    "arc": ("arc", "segment"),
-    "denoise": ("denoise", "denoise"),
-    "features": ("seqinv", "features"),
-}
 #: Noise std (z-score units) the denoising models are trained at (SPEC §5); a model config may override it
 #: with `training["noise_std"]`.
 TRAINED_NOISE_STD = 0.2
@@ -88,14 +82,17 @@ class EmbedResult:
 
 
 # ------------------------------------------------------------------------------------------------ models
-def load_task_model(task: str, model: str | None = None, **kwargs) -> tuple[Any, Any]:
-    """(model, ModelSource) for a CLI task; `model` overrides the task's registry name (name/folder/repo)."""
-    if task not in TASKS:
-        raise ParameterError(f"unknown task {task!r}; expected one of {', '.join(t for t in TASKS)}")
+def load_task_model(
+    task: str, model: str | None = None, check_task: bool = True, **kwargs
+) -> tuple[Any, Any]:
+    """(model, ModelSource) for a task of seqinv/tasks.py; `model` overrides the task's default model
+    (a published name such as `ixi@1.0`, a folder or a Hub repo id). `check_task=False` leaves the
+    check of the task the model records to the caller."""
+    spec = get_task(task)
     from seqinv.models.factory import load_model
 
-    default_name, expected = TASKS[task]
-    name = model or default_name
+    name = model or spec.default_model
+    expected = spec.config_task
     if expected == "features":
         from seqinv.models import SeqInvEncoder
 
@@ -112,6 +109,12 @@ def load_task_model(task: str, model: str | None = None, **kwargs) -> tuple[Any,
     if expected != "features" and found != expected:
         raise WeightsError(
             f"model {name!r} is a {found!r} model; task {task!r} needs a {expected!r} model; "
+            "choose another --model"
+        )
+    serves = task_of(net.config)
+    if check_task and expected != "features" and serves and serves != task:
+        raise WeightsError(
+            f"model {name!r} is a model of task {serves!r}; task {task!r} needs one of its own; "
             "choose another --model"
         )
     return net, source
@@ -163,10 +166,12 @@ def segment_volume(
     probs: bool = False,
     head_mask: bool | None = None,
     brain_model: Any = None,
+    task: str | None = None,
 ) -> SegmentResult:
     """Tissue/lesion labels (uint8) on the input's grid, per-class volumes in mL, optional probabilities.
 
-    `head_mask` (default: on for tissue models, off for lesion models) labels as background everything
+    `task` (default: the one the model's config records) sets the masking rules of seqinv/tasks.py.
+    `head_mask` (default: the task's; on for `ixi`, off for `arc`) labels as background everything
     outside the head (`head_region`): tissue labels in the noisy air of a scan are not anatomy.
     `brain_model` (a tissue model, e.g. `ixi`) labels as background everything it calls background, so a
     lesion model's calls stay inside the brain (CSF, GM, WM).
@@ -174,6 +179,9 @@ def segment_volume(
 
     settings = settings or InferenceSettings()
     timer = Timer()
+    spec = TASKS.get(task or task_of(model.config))
+    if head_mask is None:
+        head_mask = bool(spec and spec.head_mask)
     net, device, precision = _setup(model, settings)
     if brain_model is not None:
         check_brain_model(brain_model.config, net.config)
@@ -186,7 +194,7 @@ def segment_volume(
         with timer.stage("brain_mask"):
             brain = brain_region(image, brain_model, settings)
     with timer.stage("postprocess"):
-        if _is_tissue_model(net.config) if head_mask is None else head_mask:
+        if head_mask:
             _background_outside(model_probs, head_region(image[0, 0].numpy()))
         if brain is not None:
             _background_outside(model_probs, brain)
@@ -232,13 +240,19 @@ def class_probabilities(net: Any, image: Any, settings: InferenceSettings, devic
 
 def check_brain_model(tissue_config: Any, config: Any) -> None:
     """A brain mask model must be a tissue model that preprocesses scans as the lesion model does."""
-    name = getattr(tissue_config, "name", None)
-    model = f"the brain mask model {name!r}" if name else "the brain mask model"
-    if not _is_tissue_model(tissue_config):
-        raise ParameterError(f"{model} is not a tissue (ixi) model")
+    model = check_tissue_model(tissue_config)
     same = ("spacing_mm", "normalization")
     if any(getattr(tissue_config, k, None) != getattr(config, k, None) for k in same):
         raise ParameterError(f"{model} preprocesses scans unlike the lesion model")
+
+
+def check_tissue_model(tissue_config: Any) -> str:
+    """Raise unless the config is of the brain-mask task; returns how errors name the model."""
+    name = getattr(tissue_config, "name", None)
+    model = f"the brain mask model {name!r}" if name else "the brain mask model"
+    if task_of(tissue_config) != BRAIN_TASK:
+        raise ParameterError(f"{model} is not a tissue ({BRAIN_TASK}) model")
+    return model
 
 
 def brain_region(image: Any, tissue_model: Any, settings: InferenceSettings) -> np.ndarray:
@@ -246,10 +260,6 @@ def brain_region(image: Any, tissue_model: Any, settings: InferenceSettings) -> 
     net, device, _ = _setup(tissue_model, settings)
     tissue = class_probabilities(net, image, settings, device)
     return (np.argmax(tissue, axis=0) > 0) & head_region(image[0, 0].numpy())
-
-
-def _is_tissue_model(config: Any) -> bool:
-    return list(getattr(config, "labels", []) or [])[:1] == ["background"] and len(config.labels) == 4
 
 
 def _label_names(config: Any, channels: int) -> list[str]:

@@ -8,12 +8,12 @@ from typing import Any
 
 from seqinv import __version__
 from seqinv.errors import ParameterError, WeightsError
+from seqinv.tasks import CONFIG_TASKS, TASKS
 
 #: Bumped when the weight layout or config schema changes incompatibly.
 FORMAT_VERSION = 1
 
 ARCHS = ("encoder", "unet")
-TASKS = ("features", "segment", "denoise")
 #: How the encoder pools its last map into h: the paper's global mean, or the global max.
 POOLINGS = ("mean", "max")
 
@@ -42,7 +42,9 @@ class ModelConfig:
     `features` are the widths of the 5 encoder stages; `decoder_features` the width of the last U-Net
     decoder stage. `spacing_mm`, `patch_size` and `normalization` describe the expected input;
     `patch_size` is the sliding-window size inference uses (fine-tuning records at least 96³, whatever
-    its training patches were; those are in `training["options"]`).
+    its training patches were; those are in `training["options"]`). `task` says what the outputs are
+    (features, segment, denoise); `task_name` which task of seqinv/tasks.py the model serves ("" in
+    configs saved before it was recorded).
     """
 
     arch: str = "encoder"
@@ -54,6 +56,7 @@ class ModelConfig:
     in_channels: int = 1
     out_channels: int = 1
     task: str = "features"
+    task_name: str = ""
     labels: list[str] = field(default_factory=list)
     spacing_mm: tuple[float, ...] = (1.0, 1.0, 1.0)
     patch_size: tuple[int, ...] = DEFAULT_WINDOW
@@ -84,8 +87,15 @@ class ModelConfig:
     def validate(self) -> None:
         if self.arch not in ARCHS:
             raise ParameterError(f"arch {self.arch!r} is not one of {ARCHS}")
-        if self.task not in TASKS:
-            raise ParameterError(f"task {self.task!r} is not one of {TASKS}")
+        if self.task not in CONFIG_TASKS:
+            raise ParameterError(f"task {self.task!r} is not one of {CONFIG_TASKS}")
+        if self.task_name and self.task_name not in TASKS:
+            raise ParameterError(f"task_name {self.task_name!r} is not one of {tuple(TASKS)}")
+        if self.task_name and TASKS[self.task_name].config_task != self.task:
+            raise ParameterError(
+                f"task_name {self.task_name!r} needs task {TASKS[self.task_name].config_task!r}, "
+                f"not {self.task!r}"
+            )
         if len(self.features) != 5 or min(self.features) < 1:
             raise ParameterError(f"features must be 5 positive widths, got {self.features}")
         if self.decoder_features < 1 or self.in_channels < 1 or self.out_channels < 1:

@@ -108,7 +108,9 @@ def encoder_state_from_unet(state: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 def encoder_config(config: ModelConfig) -> ModelConfig:
     """The config of a U-Net's encoder (its features, no outputs)."""
-    return dataclasses.replace(config, arch="encoder", task="features", labels=[], out_channels=1)
+    return dataclasses.replace(
+        config, arch="encoder", task="features", task_name="features", labels=[], out_channels=1
+    )
 
 
 def read_folder(folder: str | Path, arch: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:

@@ -1,0 +1,56 @@
+"""The task table: every published model records its task; tasks decide default models and masking."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seqinv.errors import ParameterError, WeightsError
+from seqinv.models import ModelConfig, SeqInvUNet, catalogue
+from seqinv.tasks import BRAIN_TASK, SEGMENT_TASKS, TASKS, TRAIN_TASKS, get_task, task_of
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "seqinv" / "weights"
+
+
+@pytest.mark.parametrize("entry", catalogue.CATALOGUE, ids=lambda e: e.ref)
+def test_every_published_model_records_the_task_of_its_catalogue_entry(entry):
+    assert entry.task in TASKS
+    config = ModelConfig.from_dict(json.loads((WEIGHTS / entry.name / "config.json").read_text()))
+    assert config.task_name == entry.task and task_of(config) == entry.task
+    assert config.task == TASKS[entry.task].config_task
+    assert list(config.labels) == list(TASKS[entry.task].labels)
+
+
+def test_each_task_has_a_published_default_model_of_that_task():
+    for task in TASKS.values():
+        assert catalogue.resolve(task.default_model).task == task.name
+    assert SEGMENT_TASKS == ("ixi", "arc") and TRAIN_TASKS == ("ixi", "arc", "denoise")
+    assert TASKS["ixi"].head_mask and not TASKS["arc"].head_mask and TASKS["arc"].brain_mask
+    assert TASKS[BRAIN_TASK].labels == ("background", "csf", "gm", "wm")
+
+
+def test_unknown_task_and_inconsistent_config_are_clear_errors():
+    with pytest.raises(ParameterError, match=r"unknown task .ixy.; expected one of ixi, arc, denoise, feat"):
+        get_task("ixy")
+    with pytest.raises(ParameterError, match=r"task_name 'ixi' needs task 'segment', not 'denoise'"):
+        ModelConfig.from_preset("tiny", arch="unet", task="denoise", task_name="ixi")
+
+
+def test_task_of_never_guesses_a_segmentation_task_from_the_outputs():
+    old = ModelConfig.from_preset("tiny", arch="unet", task="segment", out_channels=2)
+    assert task_of(old) == ""  # saved before configs recorded their task
+    assert task_of(ModelConfig.from_preset("tiny", arch="unet", task="denoise")) == "denoise"
+    assert task_of(ModelConfig.from_preset("tiny")) == "features"
+
+
+def test_a_model_of_another_task_is_refused(tmp_path):
+    from seqinv.inference import load_task_model
+
+    config = ModelConfig.from_preset(
+        "tiny", arch="unet", task="segment", task_name="arc", out_channels=2, labels=["background", "lesion"]
+    )
+    SeqInvUNet(config).save_pretrained(tmp_path / "arc")
+    with pytest.raises(WeightsError, match=r"is a model of task 'arc'; task 'ixi' needs one of its own"):
+        load_task_model("ixi", str(tmp_path / "arc"))
+    net, _ = load_task_model("arc", str(tmp_path / "arc"))
+    assert net.config.task_name == "arc"
