@@ -1,17 +1,15 @@
-"""`seqinv segment | denoise | embed`: thin CLI over seqinv.inference (heavy imports inside bodies)."""
+"""`seqinv segment | denoise | embed`: parse options, call seqinv.inference.files (heavy imports inside)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
 from seqinv.errors import InputError, ParameterError
-from seqinv.tasks import BRAIN_TASK, SEGMENT_TASKS, TASKS
+from seqinv.tasks import SEGMENT_TASKS, TASKS
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example_t1w.nii.gz"
-NIFTI_OUT = (".nii.gz", ".nii")
 
 _INPUTS = typer.Argument(
     None, help="Scans: files (.nii/.nii.gz/.nrrd/.mha), globs, folders or DICOM folders."
@@ -71,40 +69,13 @@ def _default_output(output: str | None, example: bool) -> str | None:
     return output if output or not example else "."  # never write into the installed package
 
 
-def _load(task: str, model: str | None, check_task: bool = True):
-    from seqinv.inference.core import load_task_model
-
-    net, source = load_task_model(task, model, check_task=check_task)
-    typer.echo(source.describe() if hasattr(source, "describe") else str(source), err=True)
-    return net, source
-
-
-def _brain_mask_model(task: str, name: str | None, off: bool):
-    """(model, source) of the tissue model that bounds lesion calls, or (None, None)."""
-    if not TASKS[task].brain_mask or off:
-        if name:
-            why = "--no-brain-mask turns the mask off" if off else "it bounds lesion calls (--task arc)"
-            raise ParameterError(f"--brain-model is not used here: {why}")
-        return None, None
-    from seqinv.inference.core import check_tissue_model
-
-    net, source = _load(BRAIN_TASK, name, check_task=False)
-    check_tissue_model(net.config)
-    return net, source
+def _log(line: str) -> None:
+    typer.echo(line, err=True)
 
 
 def _finish(summary, n_inputs: int) -> None:
     if summary.failed and n_inputs > 1:
         raise typer.Exit(code=1)
-
-
-def _skip_fn(enabled: bool):
-    from seqinv.inference.batch import sidecar_path
-
-    def skip(source: Path, target: Path) -> bool:
-        return enabled and target.exists() and sidecar_path(target).exists()
-
-    return skip
 
 
 def segment(
@@ -152,117 +123,32 @@ def segment(
     if task not in SEGMENT_TASKS:
         raise ParameterError(f"unknown task {task!r} for segment; expected one of {', '.join(SEGMENT_TASKS)}")
     settings = _settings(device, precision, overlap, sw_batch_size, tta, fast, threads)
-    import time
-
-    from seqinv.inference.batch import (
-        model_metadata,
-        plan_outputs,
-        run_cases,
-        sibling,
-        sidecar,
-        sidecar_path,
-        update_csv,
-        write_json,
-    )
-    from seqinv.inference.core import check_brain_model, segment_volume
-    from seqinv.io import read_volume, write_volume
+    _check_brain_options(task, brain_model, no_brain_mask)
+    from seqinv.inference.files import segment_files
 
     paths = _inputs(inputs, example)
-    targets = plan_outputs(paths, _default_output(output, example), "dseg", NIFTI_OUT)
-    qc_targets = _qc_targets(qc, paths, targets)
-    csv_path = Path(volumes) if volumes else targets[0].parent / "volumes.csv"
-    brain_net, brain_source = _brain_mask_model(task, brain_model, no_brain_mask)  # checks options first
-    net, source = _load(task, model)
-    if brain_net is not None:
-        check_brain_model(brain_net.config, net.config)  # once, not for every input
-    rows: list[dict] = []
-
-    def process(src: Path, dst: Path) -> None:
-        start = time.perf_counter()
-        volume = read_volume(src)
-        read_s = time.perf_counter() - start
-        head_mask = False if no_head_mask else None
-        result = segment_volume(volume, net, settings, probs, head_mask, brain_model=brain_net, task=task)
-        start = time.perf_counter()
-        header = volume.header
-        write_volume(dst, result.labels, volume.affine, header, dtype="uint8")
-        extra_files = {}
-        if probs:
-            probs_path = sibling(dst, "_dseg", "_probseg")
-            # NIfTI has no float16: uint8 with scl_slope 1/255 (0.002 precision) keeps files small
-            write_volume(
-                probs_path, result.probs.transpose(1, 2, 3, 0), volume.affine, header, "uint8", 1 / 255
-            )
-            extra_files["probseg"] = str(probs_path)
-        if qc_targets is not None:
-            from seqinv.qc import write_montage
-
-            qc_path = qc_targets[src]
-            write_montage(qc_path, result.model_image, result.model_labels)
-            extra_files["qc"] = str(qc_path)
-        timings = {"read": read_s, **result.info.timings_s, "write": time.perf_counter() - start}
-        result.info.timings_s = timings | {"total": sum(timings.values())}
-        meta = sidecar(
-            "segment",
-            src,
-            source,
-            result.info,
-            {
-                "task": task,
-                "labels": dict(enumerate(result.label_names)),
-                "volumes_ml": result.volumes_ml,
-                "outputs": {"dseg": str(dst), **extra_files},
-                "preprocessing": _record_meta(result.record),
-                "brain_mask_model": model_metadata(brain_source) if brain_source else None,
-            },
-        )
-        write_json(sidecar_path(dst), meta)
-        rows.append(_csv_row(src, dst, result.volumes_ml))
-
-    def skip(src: Path, dst: Path) -> bool:
-        if not _skip_fn(skip_existing)(src, dst):
-            return False
-        meta = json.loads(sidecar_path(dst).read_text(encoding="utf-8"))
-        rows.append(_csv_row(src, dst, meta.get("volumes_ml", {})))
-        return True
-
-    summary = run_cases(paths, targets, process, skip, "segment")
-    if rows:
-        update_csv(csv_path, rows)
+    summary = segment_files(
+        paths,
+        _default_output(output, example),
+        task,
+        model,
+        probs=probs,
+        qc=qc,
+        volumes=volumes,
+        head_mask=False if no_head_mask else None,
+        brain_model=None if no_brain_mask else (brain_model or "auto"),
+        skip_existing=skip_existing,
+        settings=settings,
+        progress=True,
+        log=_log,
+    )
     _finish(summary, len(paths))
 
 
-def _csv_row(src: Path, dst: Path, volumes_ml: dict) -> dict:
-    return {"input": str(src), "dseg": str(dst), **{f"{k}_ml": f"{v:.3f}" for k, v in volumes_ml.items()}}
-
-
-def _record_meta(record) -> dict:
-    return {
-        "resampled": record.resampled,
-        "grid_shape": list(record.grid_shape),
-        "crop": [[s.start, s.stop] for s in record.crop],
-        "intensity": record.intensity,
-    }
-
-
-def _qc_targets(qc: str | None, paths: list[Path], targets: list[Path]) -> dict[Path, Path] | None:
-    from seqinv.inference.batch import check_writable
-    from seqinv.io import strip_suffix
-
-    if not qc:
-        return None
-    qc_path = Path(qc)
-    if len(paths) == 1 and qc_path.suffix.lower() == ".png":
-        check_writable(qc_path.parent)
-        return {paths[0]: qc_path}
-    if qc_path.suffix.lower() == ".png":
-        raise InputError(f"--qc {qc} names one PNG but {len(paths)} inputs were given; give a folder")
-    qc_path.mkdir(parents=True, exist_ok=True)
-    check_writable(qc_path)
-    return {
-        p: qc_path / f"{strip_suffix(t).removesuffix('_dseg')}_qc.png"
-        for p, t in zip(paths, targets, strict=True)
-    }
+def _check_brain_options(task: str, name: str | None, off: bool) -> None:
+    if name and (off or not TASKS[task].brain_mask):
+        why = "--no-brain-mask turns the mask off" if off else "it bounds lesion calls (--task arc)"
+        raise ParameterError(f"--brain-model is not used here: {why}")
 
 
 def denoise(
@@ -284,43 +170,11 @@ def denoise(
 ) -> None:
     """Denoise scans; the result keeps the input's grid, header and intensity scale."""
     settings = _settings(device, precision, overlap, sw_batch_size, tta, fast, threads)
-    if sigma is not None and not sigma > 0:
-        raise ParameterError(f"--sigma {sigma} must be > 0 (noise std in the input's intensity units)")
-    import time
-
-    from seqinv.inference.batch import plan_outputs, run_cases, sidecar, sidecar_path, write_json
-    from seqinv.inference.core import denoise_volume
-    from seqinv.io import read_volume, write_volume
+    from seqinv.inference.files import denoise_files
 
     paths = _inputs(inputs, example)
-    targets = plan_outputs(paths, _default_output(output, example), "denoised", NIFTI_OUT)
-    net, source = _load("denoise", model)
-
-    def process(src: Path, dst: Path) -> None:
-        start = time.perf_counter()
-        volume = read_volume(src)
-        read_s = time.perf_counter() - start
-        result = denoise_volume(volume, net, settings, sigma=sigma)
-        start = time.perf_counter()
-        write_volume(dst, result.image, volume.affine, volume.header, dtype="float32")
-        timings = {"read": read_s, **result.info.timings_s, "write": time.perf_counter() - start}
-        result.info.timings_s = timings | {"total": sum(timings.values())}
-        meta = sidecar(
-            "denoise",
-            src,
-            source,
-            result.info,
-            {
-                "noise_sigma": result.sigma,
-                "noise_sigma_source": result.sigma_source,
-                "input_gain": result.gain,
-                "outputs": {"denoised": str(dst)},
-                "preprocessing": _record_meta(result.record),
-            },
-        )
-        write_json(sidecar_path(dst), meta)
-
-    summary = run_cases(paths, targets, process, _skip_fn(skip_existing), "denoise")
+    output = _default_output(output, example)
+    summary = denoise_files(paths, output, model, sigma, skip_existing, settings, progress=True, log=_log)
     _finish(summary, len(paths))
 
 
@@ -341,51 +195,10 @@ def embed(
 ) -> None:
     """Encoder features: pooled vector and the dense deepest feature map (1/16 resolution, RAS)."""
     settings = _settings(device, precision, overlap, sw_batch_size, False, False, threads)
-    import numpy as np
-
-    from seqinv.inference.batch import (
-        model_metadata,
-        plan_outputs,
-        run_cases,
-        sidecar,
-        sidecar_path,
-        write_json,
-    )
-    from seqinv.inference.core import embed_volume
-    from seqinv.io import atomic_path, read_volume, write_volume
+    from seqinv.inference.files import embed_files
 
     paths = _inputs(inputs, False)
-    targets = plan_outputs(paths, output, "features", (".npz", ".nii.gz", ".nii"))
-    net, source = _load("features", model)
-
-    def process(src: Path, dst: Path) -> None:
-        result = embed_volume(read_volume(src), net, settings)
-        if dst.name.lower().endswith(NIFTI_OUT):
-            write_volume(dst, result.dense.transpose(1, 2, 3, 0), result.dense_affine, None, "float32")
-        else:
-            with atomic_path(dst) as tmp, open(tmp, "wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    pooled=result.pooled,
-                    dense=result.dense,
-                    dense_affine=result.dense_affine,
-                    model=json.dumps(model_metadata(source)),
-                )
-        meta = sidecar(
-            "embed",
-            src,
-            source,
-            result.info,
-            {
-                "pooled": result.pooled,
-                "dense_shape": list(result.dense.shape),
-                "dense_affine": result.dense_affine,
-                "outputs": {"features": str(dst)},
-            },
-        )
-        write_json(sidecar_path(dst), meta)
-
-    summary = run_cases(paths, targets, process, _skip_fn(skip_existing), "embed")
+    summary = embed_files(paths, output, model, skip_existing, settings, progress=True, log=_log)
     _finish(summary, len(paths))
 
 

@@ -1,7 +1,8 @@
 """Inference on real scans: segment, denoise and embed, with results in the input's native space.
 
-from seqinv.inference import segment
-result = segment("sub-01_T1w.nii.gz", task="ixi")   # SegmentResult: .labels, .volumes_ml, ...
+from seqinv.inference import segment, segment_files
+result = segment("sub-01_T1w.nii.gz", task="ixi")   # SegmentResult in memory: .labels, .volumes_ml, ...
+segment_files("sub-01_T1w.nii.gz", "out/")           # the files `seqinv segment` writes
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from seqinv.inference.core import (
     load_task_model,
     segment_volume,
 )
+from seqinv.inference.files import (
+    denoise_file,
+    denoise_files,
+    embed_file,
+    embed_files,
+    segment_file,
+    segment_files,
+)
 from seqinv.inference.sliding import InferenceSettings, sliding_window
 
 __all__ = [
@@ -28,12 +37,18 @@ __all__ = [
     "InferenceSettings",
     "SegmentResult",
     "denoise",
+    "denoise_file",
+    "denoise_files",
     "denoise_volume",
     "embed",
+    "embed_file",
+    "embed_files",
     "embed_volume",
     "estimate_noise_sigma",
     "load_task_model",
     "segment",
+    "segment_file",
+    "segment_files",
     "segment_volume",
     "sliding_window",
 ]

@@ -197,27 +197,32 @@ def update_csv(path: Path, rows: list[dict], key: str = "input") -> None:
 
 @dataclass
 class BatchSummary:
+    """What a batch did; `results` maps each processed input to what `process` returned (its sidecar)."""
+
     done: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    results: dict[Path, object] = field(default_factory=dict)
 
 
 def run_cases(
     inputs: list[Path],
     outputs: list[Path],
-    process: Callable[[Path, Path], None],
+    process: Callable[[Path, Path], object],
     skip: Callable[[Path, Path], bool],
     label: str,
+    report: bool = True,
 ) -> BatchSummary:
-    """Run `process(input, output)` per case with a progress bar; failures are reported and skipped.
+    """Run `process(input, output)` per case; failures are collected and the other cases go on.
 
-    A single input re-raises its user error (the CLI prints it as one line, exit 2). Warnings raised
-    while processing a case are printed as `warning: ...` lines.
+    A single input re-raises its user error (the CLI prints it as one line, exit 2). With `report`
+    (the CLI), a progress bar is drawn on a terminal, failures and a summary are printed, and warnings
+    raised while processing a case are printed as `warning: ...` lines; without it nothing is printed.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=not report)
     summary = BatchSummary()
     single = len(inputs) == 1
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -231,10 +236,11 @@ def run_cases(
                 summary.skipped.append(source)
                 bar.advance(task)
                 continue
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with warnings.catch_warnings(record=report) as caught:
+                if report:
+                    warnings.simplefilter("always")
                 try:
-                    process(source, target)
+                    summary.results[source] = process(source, target)
                     summary.done.append(source)
                 except SeqInvError as err:
                     if single:
@@ -266,7 +272,7 @@ def run_cases(
 
 def _print_warnings(console, caught) -> None:
     seen = set()
-    for item in caught:
+    for item in caught or ():
         text = str(item.message)
         if text not in seen:
             seen.add(text)

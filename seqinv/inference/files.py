@@ -1,0 +1,373 @@
+"""Scans in, files out: what `seqinv segment | denoise | embed` write, as Python functions.
+
+One function per job takes input and output paths: `segment_file` writes the labels (and probabilities,
+QC montage) with a JSON sidecar, `denoise_file` and `embed_file` likewise; `segment_files`,
+`denoise_files` and `embed_files` run many inputs (files, globs, folders) the way the CLI does, keep
+going when one fails, and `segment_files` keeps the cohort volumes CSV.
+
+    from seqinv.inference.files import segment_files
+    segment_files(["sub-01_T1w.nii.gz"], "out/", task="ixi")   # out/sub-01_dseg.nii.gz, .json, volumes.csv
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from seqinv.errors import InputError, ParameterError
+from seqinv.inference.batch import (
+    BatchSummary,
+    check_writable,
+    expand_inputs,
+    model_metadata,
+    plan_outputs,
+    run_cases,
+    sibling,
+    sidecar,
+    sidecar_path,
+    update_csv,
+    write_json,
+)
+from seqinv.inference.core import (
+    check_brain_model,
+    check_tissue_model,
+    denoise_volume,
+    embed_volume,
+    load_task_model,
+    segment_volume,
+)
+from seqinv.inference.sliding import InferenceSettings
+from seqinv.io import Volume, atomic_path, read_volume, strip_suffix, write_volume
+from seqinv.tasks import BRAIN_TASK, SEGMENT_TASKS, get_task
+
+NIFTI_OUT = (".nii.gz", ".nii")
+FEATURE_OUT = (".npz", ".nii.gz", ".nii")
+Log = Callable[[str], None]
+
+
+# ------------------------------------------------------------------------------------------ one scan
+def write_labels(path: Path, labels, volume: Volume) -> None:
+    """uint8 labels on the input's grid and header."""
+    write_volume(path, labels, volume.affine, volume.header, dtype="uint8")
+
+
+def write_probabilities(path: Path, probs, volume: Volume) -> None:
+    """(C, X, Y, Z) class probabilities as a 4D NIfTI on the input's grid."""
+    # NIfTI has no float16: uint8 with scl_slope 1/255 (0.002 precision) keeps files small
+    write_volume(path, probs.transpose(1, 2, 3, 0), volume.affine, volume.header, "uint8", 1 / 255)
+
+
+def write_qc(path: Path, result) -> None:
+    """PNG montage of the model-space image with the labels overlaid."""
+    from seqinv.qc import write_montage
+
+    write_montage(path, result.model_image, result.model_labels)
+
+
+def record_meta(record) -> dict:
+    """The preprocessing a sidecar records (resampling, grid, crop, intensity scaling)."""
+    return {
+        "resampled": record.resampled,
+        "grid_shape": list(record.grid_shape),
+        "crop": [[s.start, s.stop] for s in record.crop],
+        "intensity": record.intensity,
+    }
+
+
+def volumes_row(src: Path, dst: Path, volumes_ml: dict) -> dict:
+    """One row of the cohort volumes CSV."""
+    return {"input": str(src), "dseg": str(dst), **{f"{k}_ml": f"{v:.3f}" for k, v in volumes_ml.items()}}
+
+
+def _timed_read(src: Path) -> tuple[Volume, float]:
+    start = time.perf_counter()
+    volume = read_volume(src)
+    return volume, time.perf_counter() - start
+
+
+def _total(info, read_s: float, write_start: float) -> None:
+    timings = {"read": read_s, **info.timings_s, "write": time.perf_counter() - write_start}
+    info.timings_s = timings | {"total": sum(timings.values())}
+
+
+def segment_file(
+    src: str | Path,
+    dst: str | Path,
+    net: Any,
+    source: Any,
+    settings: InferenceSettings,
+    task: str,
+    probs: bool = False,
+    qc: str | Path | None = None,
+    head_mask: bool | None = None,
+    brain_model: Any = None,
+    brain_source: Any = None,
+) -> dict:
+    """Segment `src` into `dst` (labels), its `_probseg` sibling (`probs`), `qc` (PNG) and the sidecar.
+
+    Returns the sidecar's content. `source`/`brain_source` are the `ModelSource`s of the models.
+    """
+    src, dst = Path(src), Path(dst)
+    volume, read_s = _timed_read(src)
+    result = segment_volume(volume, net, settings, probs, head_mask, brain_model=brain_model, task=task)
+    start = time.perf_counter()
+    write_labels(dst, result.labels, volume)
+    extra_files = {}
+    if probs:
+        probs_path = sibling(dst, "_dseg", "_probseg")
+        write_probabilities(probs_path, result.probs, volume)
+        extra_files["probseg"] = str(probs_path)
+    if qc is not None:
+        write_qc(Path(qc), result)
+        extra_files["qc"] = str(qc)
+    _total(result.info, read_s, start)
+    meta = sidecar(
+        "segment",
+        src,
+        source,
+        result.info,
+        {
+            "task": task,
+            "labels": dict(enumerate(result.label_names)),
+            "volumes_ml": result.volumes_ml,
+            "outputs": {"dseg": str(dst), **extra_files},
+            "preprocessing": record_meta(result.record),
+            "brain_mask_model": model_metadata(brain_source) if brain_source else None,
+        },
+    )
+    write_json(sidecar_path(dst), meta)
+    return meta
+
+
+def denoise_file(
+    src: str | Path,
+    dst: str | Path,
+    net: Any,
+    source: Any,
+    settings: InferenceSettings,
+    sigma: float | None = None,
+) -> dict:
+    """Denoise `src` into `dst` (input grid, header and intensity scale) with its sidecar."""
+    src, dst = Path(src), Path(dst)
+    volume, read_s = _timed_read(src)
+    result = denoise_volume(volume, net, settings, sigma=sigma)
+    start = time.perf_counter()
+    write_volume(dst, result.image, volume.affine, volume.header, dtype="float32")
+    _total(result.info, read_s, start)
+    meta = sidecar(
+        "denoise",
+        src,
+        source,
+        result.info,
+        {
+            "noise_sigma": result.sigma,
+            "noise_sigma_source": result.sigma_source,
+            "input_gain": result.gain,
+            "outputs": {"denoised": str(dst)},
+            "preprocessing": record_meta(result.record),
+        },
+    )
+    write_json(sidecar_path(dst), meta)
+    return meta
+
+
+def embed_file(src: str | Path, dst: str | Path, net: Any, source: Any, settings: InferenceSettings) -> dict:
+    """Encoder features of `src` into `dst`: .npz (pooled, dense, affine) or a 4D .nii(.gz) dense map."""
+    import numpy as np
+
+    src, dst = Path(src), Path(dst)
+    result = embed_volume(read_volume(src), net, settings)
+    if dst.name.lower().endswith(NIFTI_OUT):
+        write_volume(dst, result.dense.transpose(1, 2, 3, 0), result.dense_affine, None, "float32")
+    else:
+        with atomic_path(dst) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                pooled=result.pooled,
+                dense=result.dense,
+                dense_affine=result.dense_affine,
+                model=json.dumps(model_metadata(source)),
+            )
+    meta = sidecar(
+        "embed",
+        src,
+        source,
+        result.info,
+        {
+            "pooled": result.pooled,
+            "dense_shape": list(result.dense.shape),
+            "dense_affine": result.dense_affine,
+            "outputs": {"features": str(dst)},
+        },
+    )
+    write_json(sidecar_path(dst), meta)
+    return meta
+
+
+# ------------------------------------------------------------------------------------------ many scans
+def _paths(inputs: str | Path | Sequence) -> list[Path]:
+    """Strings are expanded (globs, folders); `Path`s are taken as they are."""
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if items and all(isinstance(i, Path) for i in items):
+        return list(dict.fromkeys(items))
+    return expand_inputs([str(i) for i in items])
+
+
+def _settings(settings: InferenceSettings | dict | None) -> InferenceSettings:
+    if isinstance(settings, InferenceSettings):
+        return settings
+    return InferenceSettings(**(settings or {}))
+
+
+def _load(task: str, model: Any, log: Log | None, check_task: bool = True):
+    """(net, source) from a name/folder/repo (or None: the task's default), or an already loaded model."""
+    if model is not None and not isinstance(model, (str, Path)):
+        return model, getattr(model, "source", None)
+    net, source = load_task_model(task, None if model is None else str(model), check_task=check_task)
+    if log:
+        log(source.describe() if hasattr(source, "describe") else str(source))
+    return net, source
+
+
+def _exists(enabled: bool):
+    def skip(src: Path, dst: Path) -> bool:
+        return enabled and dst.exists() and sidecar_path(dst).exists()
+
+    return skip
+
+
+def qc_targets(qc: str | Path | None, paths: list[Path], targets: list[Path]) -> dict[Path, Path] | None:
+    """input -> QC PNG: `qc` names one PNG (one input) or a folder."""
+    if not qc:
+        return None
+    qc_path = Path(qc)
+    if len(paths) == 1 and qc_path.suffix.lower() == ".png":
+        check_writable(qc_path.parent)
+        return {paths[0]: qc_path}
+    if qc_path.suffix.lower() == ".png":
+        raise InputError(f"--qc {qc} names one PNG but {len(paths)} inputs were given; give a folder")
+    qc_path.mkdir(parents=True, exist_ok=True)
+    check_writable(qc_path)
+    return {
+        p: qc_path / f"{strip_suffix(t).removesuffix('_dseg')}_qc.png"
+        for p, t in zip(paths, targets, strict=True)
+    }
+
+
+def brain_mask_model(task: str, brain_model: Any, log: Log | None = None):
+    """(model, source) of the tissue model that bounds lesion calls, or (None, None).
+
+    `brain_model` "auto" is the brain task's default model, None turns the mask off.
+    """
+    if not get_task(task).brain_mask or brain_model is None:
+        return None, None
+    net, source = _load(BRAIN_TASK, None if brain_model == "auto" else brain_model, log, check_task=False)
+    check_tissue_model(net.config)
+    return net, source
+
+
+def segment_files(
+    inputs: str | Path | Sequence,
+    output: str | Path | None = None,
+    task: str = "ixi",
+    model: Any = None,
+    probs: bool = False,
+    qc: str | Path | None = None,
+    volumes: str | Path | None = None,
+    head_mask: bool | None = None,
+    brain_model: Any = "auto",
+    skip_existing: bool = False,
+    settings: InferenceSettings | dict | None = None,
+    progress: bool = False,
+    log: Log | None = None,
+) -> BatchSummary:
+    """Segment scans as `seqinv segment` does: labels, sidecars, optional probabilities and QC, volumes CSV.
+
+    `output` is a file (one input) or a folder (default: next to each input); `volumes` the cohort CSV
+    (default: volumes.csv beside the outputs); `model` a name, folder, Hub repo or loaded model;
+    `brain_model` (task arc) the tissue model bounding lesion calls ("auto": ixi, None: no mask).
+    `log` receives the one-line model descriptions; `progress` draws a bar on a terminal.
+    Returns the `BatchSummary` (`results` maps each input to its sidecar).
+    """
+    if task not in SEGMENT_TASKS:
+        raise ParameterError(
+            f"unknown task {task!r} for segment; expected one of {', '.join(SEGMENT_TASKS)}"
+        )
+    settings = _settings(settings)
+    paths = _paths(inputs)
+    targets = plan_outputs(paths, None if output is None else str(output), "dseg", NIFTI_OUT)
+    qc_paths = qc_targets(qc, paths, targets)
+    csv_path = Path(volumes) if volumes else targets[0].parent / "volumes.csv"
+    brain_net, brain_source = brain_mask_model(task, brain_model, log)  # options are checked first
+    net, source = _load(task, model, log)
+    if brain_net is not None:
+        check_brain_model(brain_net.config, net.config)  # once, not for every input
+    rows: list[dict] = []
+
+    def process(src: Path, dst: Path) -> dict:
+        qc_path = qc_paths[src] if qc_paths is not None else None
+        meta = segment_file(
+            src, dst, net, source, settings, task, probs, qc_path, head_mask, brain_net, brain_source
+        )
+        rows.append(volumes_row(src, dst, meta["volumes_ml"]))
+        return meta
+
+    def skip(src: Path, dst: Path) -> bool:
+        if not _exists(skip_existing)(src, dst):
+            return False
+        meta = json.loads(sidecar_path(dst).read_text(encoding="utf-8"))
+        rows.append(volumes_row(src, dst, meta.get("volumes_ml", {})))
+        return True
+
+    summary = run_cases(paths, targets, process, skip, "segment", progress)
+    if rows:
+        update_csv(csv_path, rows)
+    return summary
+
+
+def denoise_files(
+    inputs: str | Path | Sequence,
+    output: str | Path | None = None,
+    model: Any = None,
+    sigma: float | None = None,
+    skip_existing: bool = False,
+    settings: InferenceSettings | dict | None = None,
+    progress: bool = False,
+    log: Log | None = None,
+) -> BatchSummary:
+    """Denoise scans as `seqinv denoise` does (`sigma`: noise std in input units, estimated when None)."""
+    settings = _settings(settings)
+    if sigma is not None and not sigma > 0:
+        raise ParameterError(f"--sigma {sigma} must be > 0 (noise std in the input's intensity units)")
+    paths = _paths(inputs)
+    targets = plan_outputs(paths, None if output is None else str(output), "denoised", NIFTI_OUT)
+    net, source = _load("denoise", model, log)
+
+    def process(src: Path, dst: Path) -> dict:
+        return denoise_file(src, dst, net, source, settings, sigma)
+
+    return run_cases(paths, targets, process, _exists(skip_existing), "denoise", progress)
+
+
+def embed_files(
+    inputs: str | Path | Sequence,
+    output: str | Path | None = None,
+    model: Any = None,
+    skip_existing: bool = False,
+    settings: InferenceSettings | dict | None = None,
+    progress: bool = False,
+    log: Log | None = None,
+) -> BatchSummary:
+    """Encoder features as `seqinv embed` writes them (.npz or .nii.gz per input, with sidecars)."""
+    settings = _settings(settings)
+    paths = _paths(inputs)
+    targets = plan_outputs(paths, None if output is None else str(output), "features", FEATURE_OUT)
+    net, source = _load("features", model, log)
+
+    def process(src: Path, dst: Path) -> dict:
+        return embed_file(src, dst, net, source, settings)
+
+    return run_cases(paths, targets, process, _exists(skip_existing), "embed", progress)
