@@ -196,6 +196,7 @@ def _tiny_options(tmp_path, **kw):
         steps=4,
         checkpoint_every=2,
         threads=1,
+        precision="fp32",  # bf16 autocast (auto on CPUs with avx512_bf16) does not repeat to 1e-6
     )
     values.update(kw)
     return PretrainOptions(**values)
