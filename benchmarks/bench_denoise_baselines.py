@@ -62,9 +62,9 @@ class TestImage:
 
 # ------------------------------------------------------------------------------------------------ data
 def load_maps(seed: int, crop: int):
-    """Phantom qMRI maps (cached on disk by `training.data.load_phantom`), optionally a crop³ around the
-    brain's centre (as `seqinv evaluate --crop`), and the voxel → RAS affine of what is kept."""
-    from training.data import default_cache_dir, load_phantom
+    """Phantom qMRI maps (cached on disk by `training.phantom_cache.load_phantom`), optionally a crop³
+    around the brain's centre (as `seqinv evaluate --crop`), and the voxel → RAS affine of what is kept."""
+    from training.phantom_cache import default_cache_dir, load_phantom
 
     subject = load_phantom(seed, lesion=False, cache_dir=default_cache_dir())
     maps = subject.maps

@@ -20,8 +20,8 @@ def bench(preset: str, patch: int, batch: int, steps: int, precision: str, elast
     from seqinv.models import SeqInvEncoder
     from training import loop
     from training.augment import AugmentConfig
-    from training.data import PretrainDataset, ViewMaker
     from training.pretrain import PretrainNet, pretrain_loss
+    from training.views import PretrainDataset, ViewMaker
 
     aug = dataclasses.replace(AugmentConfig.pretrain(), elastic_prob=1.0 if elastic else 0.0)
     dataset = PretrainDataset(phantoms, ViewMaker("seqinv", patch, aug), run_seed=0)
@@ -68,7 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from training.data import default_cache_dir, phantom_pool
+    from training.phantom_cache import default_cache_dir
+    from training.pools import phantom_pool
 
     t0 = time.perf_counter()
     phantoms = phantom_pool(1, cache_dir=default_cache_dir())

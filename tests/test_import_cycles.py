@@ -67,7 +67,7 @@ def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 
 
-@pytest.mark.parametrize("package", ["seqinv"])
+@pytest.mark.parametrize("package", ["seqinv", "training"])
 def test_no_import_cycles(package):
     cycle = find_cycle(import_graph(package))
     assert cycle is None, "import cycle: " + " -> ".join(cycle)

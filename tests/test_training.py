@@ -9,16 +9,12 @@ import pytest
 import torch
 
 from training.augment import AugmentConfig, spatial_transforms
-from training.data import (
-    NoiseConfig,
-    PatchMaker,
-    Subject,
-    ViewMaker,
-    crop_pad,
-    label_fraction,
-    sample_seed,
-    training_seeds,
-)
+from training.crops import crop_pad
+from training.patches import NoiseConfig, PatchMaker
+from training.phantom_cache import training_seeds
+from training.pools import label_fraction
+from training.subjects import Subject, sample_seed
+from training.views import ViewMaker
 
 
 def sphere_subject(name="s0", size=40, lesion=False) -> Subject:
@@ -116,7 +112,7 @@ def test_lesion_prior_shift_is_the_logit_gap_between_volumes_and_crops():
 
 
 def test_focused_crops_contain_a_tiny_lesion():
-    from training.data import crop_start
+    from training.crops import crop_start
 
     mask = torch.zeros(96, 96, 96, dtype=torch.bool)
     mask[70:73, 10:13, 50:53] = True  # 27 voxels: 512 random tries miss it ~98 % of the time
@@ -219,7 +215,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, monkeypa
 
 
 def test_config_file_sets_options_and_the_command_line_wins(tmp_path):
-    from training.cli import build_options, command_line
+    from training.options import build_options, command_line
     from training.pretrain import PretrainOptions
 
     cfg = tmp_path / "run.toml"
@@ -237,8 +233,8 @@ def test_config_file_sets_options_and_the_command_line_wins(tmp_path):
 def test_published_configs_are_valid():
     from pathlib import Path
 
-    from training.cli import build_options
     from training.finetune import FinetuneOptions
+    from training.options import build_options
     from training.pretrain import PretrainOptions
 
     folder = Path(__file__).resolve().parent.parent / "training" / "configs"

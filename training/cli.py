@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import shlex
-from pathlib import Path
-from typing import Any
 
 import typer
+
+from training.options import SKIP, build_options, command_line
 
 HELP = {
     "output": "Output folder: the model in the Hub layout, plus checkpoints/.",
@@ -57,65 +56,6 @@ HELP = {
     "sigma_max": "Denoising: largest noise sigma (z-scored units).",
     "rician_prob": "Denoising: probability of Rician rather than Gaussian noise.",
 }
-SKIP = {"extra"}
-
-
-def read_config_file(path: str) -> dict[str, Any]:
-    """Options from a TOML file: keys are option names with '_' or '-' (`patch_size` or `patch-size`)."""
-    import tomllib
-
-    from seqinv.errors import InputError
-
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"config file {path} does not exist; see training/configs/ for examples")
-    try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"config file {path} is not valid TOML: {err}") from err
-    data = data.get("train", data)
-    return {k.replace("-", "_"): v for k, v in data.items() if k != "command"}
-
-
-def build_options(cls, config_file: str | None, given: dict[str, Any], explicit: set[str], fixed: dict):
-    """Defaults < config file < options given on the command line; unknown config keys are an error."""
-    from seqinv.errors import ParameterError
-
-    names = [f.name for f in dataclasses.fields(cls) if f.name not in SKIP]
-    values: dict[str, Any] = {}
-    if config_file:
-        loaded = read_config_file(config_file)
-        unknown = sorted(set(loaded) - set(names))
-        if unknown:
-            raise ParameterError(
-                f"config {config_file}: unknown options {unknown}; valid: {', '.join(names)}"
-            )
-        values.update(loaded)
-    values.update({k: v for k, v in given.items() if k in explicit})
-    values.update(fixed)
-    return cls(**values)
-
-
-def command_line(sub: str, opts) -> str:
-    """The exact command that reproduces `opts` (every option that differs from its default)."""
-    defaults = type(opts)()
-    parts = ["seqinv", "train", sub]
-    for f in dataclasses.fields(opts):
-        if f.name in SKIP or (sub != "pretrain" and f.name == "task"):
-            continue
-        value, default = getattr(opts, f.name), getattr(defaults, f.name)
-        if value == default:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(value, bool):
-            parts.append(flag if value else f"--no-{flag[2:]}")
-        else:
-            parts += [flag, str(value)]
-    if sub == "segment":
-        parts += ["--task", opts.task]
-    return shlex.join(parts)
-
-
 def _make_command(cls, sub: str, runner, fixed: dict | None = None, hidden: set[str] = frozenset()):
     """A typer command whose options are the dataclass fields (plus --config)."""
     fixed = fixed or {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.data import Subject
+from training.subjects import Subject
 
 IXI_CONTRASTS = {"T1": "T1w", "T2": "T2w", "PD": "PDw"}
 ARC_CONTRASTS = ("T1w", "T2w", "FLAIR")
@@ -141,15 +141,3 @@ def load_folder(folder: str | Path, task: str) -> list[Subject]:
     if not folder.is_dir():
         raise InputError(f"data folder {folder} does not exist")
     return arc_subjects(folder) if task == "arc" else ixi_subjects(folder, with_labels=task == "ixi")
-
-
-def load_cases(folder: str | Path, task: str):
-    """Evaluation cases (whole volumes rescaled to [0, 1]) from an IXI- or ARC-style test folder."""
-    from training.augment import percentile_rescale
-    from training.evaluate import EvalCase
-
-    cases = []
-    for s in load_folder(folder, task):
-        reference = s.lesion if task == "arc" else s.labels
-        cases.append(EvalCase(s.name, s.contrast, s.site, percentile_rescale(s.image), reference))
-    return cases

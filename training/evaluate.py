@@ -126,6 +126,17 @@ def phantom_cases(task: str, crop: int = 0) -> list[EvalCase]:
     return cases
 
 
+def load_cases(folder: str | Path, task: str) -> list[EvalCase]:
+    """Evaluation cases (whole volumes rescaled to [0, 1]) from an IXI- or ARC-style test folder."""
+    from training.datasets import load_folder
+
+    cases = []
+    for s in load_folder(folder, task):
+        reference = s.lesion if task == "arc" else s.labels
+        cases.append(EvalCase(s.name, s.contrast, s.site, percentile_rescale(s.image), reference))
+    return cases
+
+
 def evaluate_model(
     model, cases: Iterable[EvalCase], sigma: float = EVAL_SIGMA, seed: int = 0, brain_model=None
 ) -> list[dict]:
@@ -286,12 +297,7 @@ def run_evaluate(
     for label, path in parse_models(models):
         model = SeqInvUNet.from_pretrained(path)
         task = task_of(model)
-        if phantom:
-            cases = phantom_cases(task, crop)
-        else:
-            from training.datasets import load_cases
-
-            cases = load_cases(data, task)
+        cases = phantom_cases(task, crop) if phantom else load_cases(data, task)
         if task == "arc" and brain_model != "none" and brain is None:  # loaded once for all lesion models
             from seqinv.inference import load_task_model
 

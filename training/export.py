@@ -122,7 +122,7 @@ def export(
     name: str = "",
 ) -> Path:
     """Checkpoint → Hub folder; metrics from an evaluate summary.csv go into config and card."""
-    from training.cli import command_line
+    from training.options import command_line
 
     if _finished_model_folder(checkpoint):  # a run's final model, e.g. copied back without checkpoints
         from seqinv.models.factory import build_from_folder
@@ -206,8 +206,7 @@ def _final_record(run: str | Path) -> dict:
 
 
 def _command_for(kind: str, options: dict, command_line) -> str:
-    from training.finetune import FinetuneOptions
-    from training.pretrain import PretrainOptions
+    from training.options import FinetuneOptions, PretrainOptions
 
     if kind == "pretrain":
         return command_line("pretrain", PretrainOptions(**options))

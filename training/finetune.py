@@ -11,18 +11,12 @@ import torch
 
 from training import loop
 from training.augment import AugmentConfig
-from training.data import (
-    NoiseConfig,
-    PatchDataset,
-    PatchMaker,
-    default_cache_dir,
-    label_fraction,
-    phantom_pool,
-    place_pool,
-)
 from training.distributed import DistInfo, setup, teardown
 from training.losses import dice_ce
 from training.options import TASK_TABLE, TASKS, FinetuneOptions, check_patch, sequence_kinds  # noqa: F401
+from training.patches import NoiseConfig, PatchDataset, PatchMaker
+from training.phantom_cache import default_cache_dir
+from training.pools import label_fraction, phantom_pool, place_pool
 from training.pretrain import timing_summary
 
 

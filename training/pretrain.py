@@ -12,9 +12,11 @@ from torch import nn
 
 from training import loop
 from training.augment import AugmentConfig
-from training.data import PretrainDataset, ViewMaker, default_cache_dir, maps_pool, phantom_pool, place_pool
 from training.distributed import DistInfo, global_nt_xent, setup, teardown
 from training.options import STRATEGIES, PretrainOptions, check_patch  # noqa: F401 (re-exported)
+from training.phantom_cache import default_cache_dir
+from training.pools import maps_pool, phantom_pool, place_pool
+from training.views import PretrainDataset, ViewMaker
 
 
 class PretrainNet(nn.Module):

@@ -20,7 +20,7 @@ from seqinv.physics.maps import QMRIMaps
 
 CLOSING_MM = 12.0  # gaps narrower than 2× this between brain parts hold skull-base tissue, not air
 HEAD_MAX_MM = 30.0  # shells never reach beyond this distance from the brain mask
-# Bump when the generator changes, so on-disk phantom caches (training/data.py) can be invalidated.
+# Bump when the generator changes, so on-disk phantom caches (training/phantom_cache.py) can be invalidated.
 PHANTOM_VERSION = 2
 HELD_OUT_SEED = 152_2009  # never used for training phantoms; evaluation only
 PARAMS = ("pd", "r1", "r2s", "mt", "r2")
