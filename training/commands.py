@@ -1,4 +1,4 @@
-"""`seqinv train export` and `seqinv evaluate` (heavy imports inside the bodies)."""
+"""`seqinv train export`, `seqinv train replay` and `seqinv evaluate` (heavy imports inside the bodies)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,18 @@ def export_command(
 
     folder = export(checkpoint, output, metrics or None, model_label, name)
     typer.echo(f"exported to {folder}")
+
+
+def replay_command(
+    recipe: str = typer.Argument(..., help="A recipe of ordered stages, e.g. training/recipes/ixi.toml."),
+    runs: str = typer.Option("runs", "--runs", help="Folder receiving one sub-folder per stage."),
+    until: str = typer.Option(None, "--until", help="Stop after this stage."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the stages' commands, run nothing."),
+) -> None:
+    """Replay the training stages that made a published model, in order (finished stages are kept)."""
+    from training.recipe import replay
+
+    replay(recipe, runs, until=until, dry_run=dry_run, echo=typer.echo)
 
 
 def evaluate_command(
@@ -49,4 +61,5 @@ def evaluate_command(
 
 def register_extra(train: typer.Typer, app: typer.Typer) -> None:
     train.command("export")(export_command)
+    train.command("replay")(replay_command)
     app.command("evaluate")(evaluate_command)

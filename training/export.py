@@ -1,5 +1,6 @@
 """Export a training checkpoint to the Hub layout (config.json + model.safetensors + README.md model card
-rendered from model_cards/_template.md with measured metrics), ready for `push_to_hub`."""
+rendered from the card template, package data `training/card_template.md`, with measured metrics), ready
+for `push_to_hub`. Paths of the machine it ran on are made relative (published files carry none)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import csv
 import json
 import math
 import string
+from importlib import resources
 from pathlib import Path
 
 import torch
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "model_cards" / "_template.md"
+from training.recipe import read_lineage
+
+TEMPLATE_NAME = "card_template.md"
 DESCRIPTIONS = {
     "features": "Pretrained 3D encoder: one feature vector per brain MRI patch, whatever the sequence.",
     "segment": "Segmentation head on a frozen pretrained encoder.",
@@ -80,7 +84,12 @@ def metrics_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n\n" + note
 
 
-def render_card(model, metrics_rows: list[dict], template: Path = TEMPLATE) -> str:
+def card_template() -> str:
+    """The model card template, read from the installed package (a wheel has no model_cards/)."""
+    return resources.files("training").joinpath(TEMPLATE_NAME).read_text(encoding="utf-8")
+
+
+def render_card(model, metrics_rows: list[dict], template: Path | None = None) -> str:
     config = model.config
     training = config.training or {}
     cls = "SeqInvUNet" if config.arch == "unet" else "SeqInvEncoder"
@@ -111,7 +120,8 @@ def render_card(model, metrics_rows: list[dict], template: Path = TEMPLATE) -> s
         "batch": training.get("global_batch_size", "?"),
         "precision": training.get("precision", "?"),
     }
-    return string.Template(template.read_text(encoding="utf-8")).safe_substitute(values)
+    text = template.read_text(encoding="utf-8") if template else card_template()
+    return string.Template(text).safe_substitute(values)
 
 
 def export(
@@ -152,6 +162,9 @@ def export(
             "exported_from": str(path),
         }
     )
+    run_lineage = read_lineage(_run_folder(checkpoint))
+    if run_lineage:
+        training["lineage"] = run_lineage
     history = state.get("history", {}).get("loss", [])
     final_loss = (training.get("metrics") or {}).get("final_loss")
     training["metrics"] = {
@@ -161,7 +174,7 @@ def export(
             for r in rows
         },
     }
-    model.config.training = training
+    model.config.training = portable(training)
     if not model.config.task_name:  # runs of seqinv before configs recorded their task
         model.config.task_name = _task_name(kind, options)
         model.config.validate()
@@ -170,6 +183,27 @@ def export(
     out = model.save_pretrained(output)
     (Path(out) / "README.md").write_text(render_card(model, rows), encoding="utf-8")
     return Path(out)
+
+
+def portable(value):
+    """`value` with this machine's paths made relative: the working directory and the home folder."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str):
+        for root, short in ((str(Path.cwd()), "."), (str(Path.home()), "~")):
+            if root not in ("", "/"):
+                value = value.replace(root + "/", short + "/").replace(root, short)
+        return value.replace("./", "") if value.startswith("./") else value
+    return value
+
+
+def _run_folder(checkpoint: str | Path) -> Path:
+    path = Path(checkpoint)
+    if path.is_file():  # RUN/checkpoints/step_*.pt
+        return path.parent.parent
+    return path
 
 
 def _task_name(kind: str | None, options: dict) -> str:

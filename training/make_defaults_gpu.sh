@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Rebuilds the bundled default models on one CUDA GPU, as published (see model_cards/).
-# The bundled `ixi` went further on the CPU: training/configs/ixi-continue.toml, then ixi-e2e.toml to
-# ixi-e2e7.toml in order (each header gives its exact commands; model_cards/ixi.md).
+# The GPU phases of the published models' recipes (training/recipes/), every job of a phase side by side
+# on one CUDA GPU, plus the Base/SeqAug/SeqInv head comparison of docs/evaluation.md. The later (CPU)
+# stages of ixi and arc: `seqinv train replay training/recipes/ixi.toml` (it keeps finished stages).
 #   bash training/make_defaults_gpu.sh pretrain RUNS_DIR MINUTES   # base, seqaug, seqinv encoders side by side
 #   bash training/make_defaults_gpu.sh heads RUNS_DIR MINUTES      # 13 heads side by side on those encoders
-# Every run's options are training/configs/*.toml plus the GPU flags below. Samples are generated on the GPU
+# Every run's options are a recipe stage (RECIPE.toml#STAGE) plus the GPU flags below. Samples are generated on the GPU
 # (--data-device cuda): CPU workers made 96³ pairs at 0.7 s each per core, slower than the GPU trains.
 # The number of steps is what MINUTES allows: a 20-step calibration of all runs side by side measures the
 # step time first. The chosen steps are printed and recorded in each model's config.json.
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PHASE=$1
 R=$2
 MINUTES=$3
-C=training/configs
+C=training/recipes
 GPU=(--device cuda --data-device cuda --workers 0 --threads "${THREADS:-1}")
 mkdir -p "$R/logs"
 
@@ -25,7 +25,7 @@ print(max(50, int(float(sys.argv[2]) * 60 / s) // 50 * 50))" "$1/config.json" "$
 build_phantoms() {  # the training pools (16 plain, 16 with lesions), cached once, 16 at a time
   python3 - <<'PY'
 from concurrent.futures import ProcessPoolExecutor
-from training.data import default_cache_dir, load_phantom, training_seeds
+from training.phantom_cache import default_cache_dir, load_phantom, training_seeds
 jobs = [(s, lesion) for lesion in (False, True) for s in training_seeds(16)]
 with ProcessPoolExecutor(16) as pool:
     futures = [pool.submit(load_phantom, s, lesion=l, cache_dir=default_cache_dir()) for s, l in jobs]
@@ -50,17 +50,16 @@ if [ "$PHASE" = pretrain ]; then
   build_phantoms
   JOBS=()
   for s in base seqaug seqinv; do
-    JOBS+=("$s|seqinv train pretrain --config $C/$s.toml ${GPU[*]} --output \$OUT_DIR/$s")
+    JOBS+=("$s|seqinv train pretrain --config $C/$s.toml#$s ${GPU[*]} --output \$OUT_DIR/$s")
   done
 elif [ "$PHASE" = heads ]; then
   JOBS=()
   for e in base seqaug seqinv; do
     for f in 1 10 100; do
-      JOBS+=("ixi-$e-$f|seqinv train segment --config $C/ixi.toml --encoder $R/$e --label-fraction $f ${GPU[*]} --output \$OUT_DIR/ixi-$e-$f")
+      JOBS+=("ixi-$e-$f|seqinv train segment --config $C/ixi.toml#gpu --encoder $R/$e --label-fraction $f ${GPU[*]} --output \$OUT_DIR/ixi-$e-$f")
     done
-    JOBS+=("denoise-$e|seqinv train denoise --config $C/denoise.toml --encoder $R/$e ${GPU[*]} --output \$OUT_DIR/denoise-$e")
+    JOBS+=("denoise-$e|seqinv train denoise --config $C/denoise.toml#denoise --encoder $R/$e ${GPU[*]} --output \$OUT_DIR/denoise-$e")
   done
-  JOBS+=("arc-seqinv|seqinv train segment --config $C/arc.toml --encoder $R/seqinv ${GPU[*]} --output \$OUT_DIR/arc-seqinv")
 else
   echo "usage: $0 pretrain|heads RUNS_DIR MINUTES" >&2
   exit 2

@@ -183,18 +183,27 @@ SKIP = {"extra"}
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    """Options from a TOML file: keys are option names with '_' or '-' (`patch_size` or `patch-size`)."""
+    """Options from a TOML file: keys are option names with '_' or '-' (`patch_size` or `patch-size`).
+
+    `RECIPE.toml#STAGE` gives the options of one stage of a recipe (training/recipes/).
+    """
     import tomllib
 
     from seqinv.errors import InputError
 
+    path, _, stage = str(path).partition("#")
     file = Path(path)
     if not file.is_file():
-        raise InputError(f"config file {path} does not exist; see training/configs/ for examples")
+        raise InputError(f"config file {path} does not exist; see training/recipes/ for examples")
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"config file {path} is not valid TOML: {err}") from err
+    if stage:
+        found = [s for s in data.get("stage", []) if s.get("name") == stage]
+        if not found:
+            raise InputError(f"recipe {path} has no stage {stage!r}")
+        data = found[0].get("options") or {}
     data = data.get("train", data)
     return {k.replace("-", "_"): v for k, v in data.items() if k != "command"}
 

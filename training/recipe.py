@@ -1,0 +1,164 @@
+"""Recipes: the ordered training stages that made a published model, replayable with `seqinv train replay`.
+
+A recipe (training/recipes/<model>.toml) names the model and version it made and lists its stages:
+
+    model = "ixi"
+    version = "1.0"
+
+    [[stage]]
+    name = "gpu"              # the stage's output folder: RUNS/gpu
+    command = "segment"       # pretrain | segment | denoise
+    note = "why this stage"   # optional
+    [stage.options]           # the options of `seqinv train <command>` (TOML names)
+    encoder = "@seqinv"       # "@name": the output folder of an earlier stage
+
+    [[stage]]
+    name = "ixi-e2e5b"
+    recipe = "ixi.toml"       # or: the stages of another recipe up to `until`, replayed in the same RUNS
+    until = "e2e5b"
+
+Replaying runs every stage in order (stages whose output already holds a model are kept) and writes
+`lineage.json` into each stage's folder: the recipe and the commands of every stage up to it, which
+`seqinv train export` copies into the exported config.json (`training.lineage`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.options import SKIP, FinetuneOptions, PretrainOptions, command_line
+
+COMMANDS = {"pretrain": PretrainOptions, "segment": FinetuneOptions, "denoise": FinetuneOptions}
+LINEAGE_NAME = "lineage.json"
+
+
+@dataclass
+class Stage:
+    name: str
+    command: str
+    options: Any  # PretrainOptions | FinetuneOptions, with outputs resolved
+    note: str = ""
+
+    @property
+    def command_line(self) -> str:
+        return command_line(self.command, self.options)
+
+
+def _error(path: Path, message: str):
+    from seqinv.errors import InputError
+
+    return InputError(f"recipe {path}: {message}")
+
+
+def read_recipe(path: str | Path) -> dict:
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise _error(path, "not found; the published models' recipes are in training/recipes/")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise _error(path, f"not valid TOML: {err}") from err
+    if not data.get("stage"):
+        raise _error(path, "has no [[stage]] tables")
+    return data
+
+
+def plan(path: str | Path, runs: str | Path, until: str | None = None) -> list[Stage]:
+    """The stages of a recipe in order, with `output` set to RUNS/<stage> and "@stage" references resolved."""
+    path, runs = Path(path), Path(runs)
+    stages: list[Stage] = []
+    outputs: dict[str, str] = {}
+    for raw in read_recipe(path)["stage"]:
+        name = raw.get("name") or ""
+        if not name or name in outputs:
+            raise _error(path, f"every stage needs a unique name; got {name!r}")
+        if raw.get("recipe"):  # the stages of another recipe, replayed into the same runs folder
+            inner = plan(path.parent / raw["recipe"], runs, raw.get("until"))
+            stages += [s for s in inner if s.name not in outputs]
+            outputs.update({s.name: s.options.output for s in inner})
+            outputs[name] = inner[-1].options.output
+        else:
+            stages.append(_stage(path, raw, runs / name, outputs))
+            outputs[name] = str(runs / name)
+        if name == until:
+            return stages
+    if until is not None:
+        raise _error(path, f"has no stage {until!r}")
+    return stages
+
+
+def _stage(path: Path, raw: dict, output: Path, outputs: dict[str, str]) -> Stage:
+    command = raw.get("command", "")
+    if command not in COMMANDS:
+        raise _error(path, f"stage {raw['name']!r}: command {command!r} is not one of {', '.join(COMMANDS)}")
+    cls = COMMANDS[command]
+    names = {f.name for f in dataclasses.fields(cls)} - SKIP
+    options = {k.replace("-", "_"): v for k, v in (raw.get("options") or {}).items()}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise _error(path, f"stage {raw['name']!r}: unknown options {unknown}")
+    for key, value in options.items():
+        if isinstance(value, str) and value.startswith("@"):
+            if value[1:] not in outputs:
+                raise _error(path, f"stage {raw['name']!r}: {key} = {value!r} names no earlier stage")
+            options[key] = outputs[value[1:]]
+    if command == "denoise":
+        options["task"] = "denoise"
+    opts = cls(**{**options, "output": str(output)})
+    opts.validate()
+    return Stage(raw["name"], command, opts, raw.get("note", ""))
+
+
+def lineage(path: str | Path, stages: list[Stage], upto: int) -> dict:
+    data = read_recipe(path)
+    return {
+        "recipe": Path(path).name,
+        "model": data.get("model", ""),
+        "version": str(data.get("version", "")),
+        "stages": [{"name": s.name, "command": s.command_line} for s in stages[: upto + 1]],
+    }
+
+
+def _done(stage: Stage) -> bool:
+    out = Path(stage.options.output)
+    return (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+
+
+def replay(
+    path: str | Path, runs: str | Path, until: str | None = None, dry_run: bool = False, echo=print
+) -> list[Stage]:
+    """Run a recipe's stages in order (finished ones are kept); `dry_run` only prints the commands."""
+    stages = plan(path, runs, until)
+    for i, stage in enumerate(stages):
+        done = _done(stage)
+        echo(("# done: " if done and not dry_run else "") + stage.command_line)
+        if dry_run or done:
+            continue
+        Path(stage.options.output).mkdir(parents=True, exist_ok=True)
+        record = lineage(path, stages, i)
+        (Path(stage.options.output) / LINEAGE_NAME).write_text(json.dumps(record, indent=2) + "\n")
+        _run(stage)
+    return stages
+
+
+def _run(stage: Stage) -> None:
+    if stage.command == "pretrain":
+        from training.pretrain import run_pretrain
+
+        run_pretrain(stage.options, command=stage.command_line)
+    else:
+        from training.finetune import run_finetune
+
+        run_finetune(stage.options, command=stage.command_line)
+
+
+def read_lineage(run: str | Path) -> dict | None:
+    """The lineage a replayed stage wrote into its run folder, if any."""
+    path = Path(run) / LINEAGE_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
