@@ -12,7 +12,7 @@ RUN pip install --index-url "${TORCH_INDEX}" torch
 COPY pyproject.toml README.md ./
 COPY seqinv ./seqinv
 COPY training ./training
-RUN pip install . && seqinv --version
+RUN pip install ".[train]" && seqinv --version
 
 WORKDIR /data
 ENTRYPOINT ["seqinv"]

@@ -12,7 +12,7 @@ import inspect
 
 import typer
 
-from training.options import SKIP, build_options, command_line
+from training.options import SKIP, build_options, command_line, require_train_extra
 
 HELP = {
     "output": "Output folder: the model in the Hub layout, plus checkpoints/.",
@@ -99,6 +99,7 @@ def _make_command(cls, sub: str, runner, fixed: dict | None = None, hidden: set[
 
 def _pretrain(opts, command: str) -> None:
     opts.validate()  # bad options fail before torch is imported
+    require_train_extra()
     from training.pretrain import run_pretrain
 
     result = run_pretrain(opts, command=command)
@@ -107,6 +108,7 @@ def _pretrain(opts, command: str) -> None:
 
 def _finetune(opts, command: str) -> None:
     opts.validate()
+    require_train_extra()
     from training.finetune import run_finetune
 
     result = run_finetune(opts, command=command)

@@ -26,8 +26,10 @@ def replay_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the stages' commands, run nothing."),
 ) -> None:
     """Replay the training stages that made a published model, in order (finished stages are kept)."""
+    from training.options import require_train_extra
     from training.recipe import replay
 
+    require_train_extra()
     replay(recipe, runs, until=until, dry_run=dry_run, echo=typer.echo)
 
 
@@ -50,6 +52,9 @@ def evaluate_command(
     ),
 ) -> None:
     """Dice, HD95 (mm) and PSNR per contrast and site; Markdown table with the models side by side."""
+    from training.options import require_train_extra
+
+    require_train_extra()
     from training.evaluate import run_evaluate
 
     result = run_evaluate(

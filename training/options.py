@@ -70,6 +70,16 @@ class PretrainOptions:
         check_data_device(self)
 
 
+def require_train_extra() -> None:
+    """Training imports MONAI, which `pip install seqinv` leaves out: say how to get it, in one line."""
+    import importlib.util
+
+    from seqinv.errors import SeqInvError
+
+    if importlib.util.find_spec("monai") is None:
+        raise SeqInvError("training needs MONAI, which this installation lacks: pip install 'seqinv[train]'")
+
+
 def check_data_device(opts) -> None:
     from seqinv.errors import ParameterError
 

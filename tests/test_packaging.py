@@ -1,0 +1,77 @@
+"""What a wheel ships and needs: runtime dependencies are what seqinv/ imports; export runs from a wheel."""
+
+import ast
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: import name -> distribution name, where they differ
+DIST = {"huggingface_hub": "huggingface_hub", "SimpleITK": "simpleitk"}
+
+
+def _third_party_imports(package: str) -> set[str]:
+    names = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    local = {"seqinv", "training", "__future__"}
+    return {n for n in names - local if n not in sys.stdlib_module_names}
+
+
+def _dist_names(specs: list[str]) -> set[str]:
+    import re
+
+    return {re.split(r"[<>=!~\[ ]", s, maxsplit=1)[0].lower().replace("-", "_") for s in specs}
+
+
+def test_runtime_dependencies_are_what_the_runtime_imports():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    imported = {DIST.get(n, n).lower() for n in _third_party_imports("seqinv")}
+    assert _dist_names(project["dependencies"]) == imported
+    extras = project["optional-dependencies"]
+    training_only = {DIST.get(n, n).lower() for n in _third_party_imports("training")} - imported
+    assert training_only <= _dist_names(extras["train"]) and "monai" in training_only
+    assert _dist_names(extras["train"]) <= _dist_names(extras["test"])  # the README's test command trains
+
+
+@pytest.mark.slow
+def test_export_from_a_built_wheel_reads_the_card_template_from_the_package(tmp_path):
+    source = tmp_path / "src"
+    for name in ("seqinv", "training"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    build = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q"]
+    subprocess.run([*build, "-w", str(tmp_path / "dist")], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("seqinv-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "training/card_template.md" in names and "training/recipes/ixi.toml" in names
+    assert not any(n.startswith(("model_cards/", "tests/")) for n in names)
+    script = (
+        "import training, training.export as e\n"
+        "from seqinv.models import SeqInvUNet\n"
+        f"assert training.__file__.startswith({str(wheel)!r}), training.__file__\n"
+        "SeqInvUNet(preset='tiny', out_channels=2, labels=['background', 'lesion'], task_name='arc',"
+        " name='wheel-test').save_pretrained('run')\n"
+        "out = e.export('run', 'hub')\n"
+        "card = (out / 'README.md').read_text()\n"
+        "assert card.startswith('---') and '# wheel-test' in card and '$title' not in card, card[:300]\n"
+        "print('ok')\n"
+    )
+    elsewhere = tmp_path / "elsewhere"  # no source tree on the path: only the wheel
+    elsewhere.mkdir()
+    env = {"PYTHONPATH": str(wheel), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
