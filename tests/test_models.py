@@ -1,4 +1,4 @@
-"""Networks (SPEC §4), strict Hub-layout save/load, reference import. Tiny inputs, CPU."""
+"""Networks (arXiv 2501.12057), strict Hub-layout save/load, reference import. Tiny inputs, CPU."""
 
 import json
 from pathlib import Path
@@ -66,7 +66,7 @@ def test_paper_decoder_widths_match_the_spec():
     with torch.device("meta"):
         model = SeqInvUNet(preset="paper", out_channels=4)
     state = model.state_dict()
-    # (transposed conv in→out, conv after concat in→out) per SPEC §4
+    # (transposed conv in→out, conv after concat in→out) as in the paper
     spec = [
         ((768, 384), (384 + 512, 512)),
         ((512, 256), (256 + 256, 256)),

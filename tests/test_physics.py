@@ -154,7 +154,7 @@ def test_lookup_table_path_matches_exact_formula():
         assert float((fast.double() - exact).abs().max()) < 1e-5 * float(exact.abs().max())
 
 
-# --- tissue behaviour on typical values (SPEC §2) -----------------------------------------------------
+# --- tissue behaviour on typical values (docs/physics.md) -------------------------------------------
 TISSUE = {
     "wm": (69.0, 1.05, 21.0, 1.7, 13.0),
     "gm": (81.0, 0.62, 16.0, 0.85, 11.0),

@@ -1,4 +1,4 @@
-"""Augmentations for views and fine-tuning patches, built from MONAI transforms (SPEC §3).
+"""Augmentations for views and fine-tuning patches, built from MONAI transforms (arXiv 2501.12057).
 
 Every random transform draws from its own numpy RandomState, seeded per sample by `seed_transforms`, so a
 sample is a pure function of (run seed, sample index): resuming a run regenerates exactly the same data.
@@ -134,7 +134,7 @@ def resolution_transforms(cfg: AugmentConfig) -> list:
 
 
 def intensity_transforms(cfg: AugmentConfig, patch_size: int, *, noise: bool = True) -> list:
-    """Bias field, Gibbs ringing, Rician noise and coarse cuboid dropout (SPEC §3)."""
+    """Bias field, Gibbs ringing, Rician noise and coarse cuboid dropout (arXiv 2501.12057)."""
     from monai.transforms import RandCoarseDropout, RandGibbsNoise
 
     hole = max(2, int(patch_size * cfg.dropout_size_frac))

@@ -1,5 +1,5 @@
-"""Evaluation (SPEC §6): Dice, HD95 (mm), PSNR per contrast and site; CSV and a Markdown table with the
-models (e.g. Base / SeqAug / SeqInv) side by side.
+"""Evaluation as in arXiv 2501.12057: Dice, HD95 (mm), PSNR per contrast and site; CSV and a Markdown table
+with the models (e.g. Base / SeqAug / SeqInv) side by side.
 
 PSNR is reported twice: `psnr_l1_db` = 20·log10(1/RMSE) on z-scored images (the paper's, so the noisy input
 scores about 14 dB at σ = 0.2) and `psnr_range_db` with L = the clean image's intensity range.

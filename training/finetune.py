@@ -1,4 +1,4 @@
-"""Fine-tuning (SPEC §5): segmentation (Dice + CE) and denoising (noise-prediction MSE) on a frozen
+"""Fine-tuning (arXiv 2501.12057): segmentation (Dice + CE) and denoising (noise-prediction MSE) on a frozen
 encoder, or end to end with --train-encoder."""
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def autocast(precision: str, device: str):
 
 
 def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9):
-    """lr · (1 − step/total)^power (SPEC §5)."""
+    """lr · (1 − step/total)^power (arXiv 2501.12057)."""
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: max(0.0, 1.0 - step / max(1, total_steps)) ** power
     )

@@ -63,7 +63,7 @@ def dice_ce(
     class_weights: torch.Tensor | None = None,
     include_background: bool = False,
 ) -> torch.Tensor:
-    """Dice (background left out, SPEC §5) + cross-entropy (optionally class-weighted), equal weights."""
+    """Dice (background left out, as the paper) + cross-entropy (optionally class-weighted), equal weights."""
     index = _as_index(target)
     weight = None if class_weights is None else class_weights.to(logits.device, torch.float32)
     ce = F.cross_entropy(logits.float(), index, weight=weight)

@@ -1,4 +1,4 @@
-"""Physics-simulated contrastive pretraining (SPEC §3, §5): NT-Xent on projected pooled features plus L1
+"""Physics-simulated contrastive pretraining (arXiv 2501.12057): NT-Xent on projected pooled features plus L1
 reconstruction of the pre-intensity-augmentation view, equal weights."""
 
 from __future__ import annotations

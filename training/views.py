@@ -22,7 +22,7 @@ from training.subjects import Subject, sample_seed
 
 
 class ViewMaker:
-    """Pairs of views of one qMRI crop for the Base / SeqAug / SeqInv strategies (SPEC §3).
+    """Pairs of views of one qMRI crop for the Base / SeqAug / SeqInv strategies (arXiv 2501.12057).
 
     Each view: simulate → percentile rescale → spatial aug → (reconstruction target) → resolution and
     intensity aug → z-score. Base: one fixed MPRAGE for both views; SeqAug: one random sequence for

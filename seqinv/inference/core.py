@@ -14,8 +14,8 @@ from seqinv.io import Volume
 from seqinv.preprocess import Preprocessor, PreprocessRecord, head_region
 from seqinv.tasks import BRAIN_TASK, TASKS, get_task, task_of
 
-#: Noise std (z-score units) the denoising models are trained at (SPEC §5); a model config may override it
-#: with `training["noise_std"]`.
+#: Noise std (z-score units) the denoising models are trained at (as in arXiv 2501.12057); a model config
+#: may override it with `training["noise_std"]`.
 TRAINED_NOISE_STD = 0.2
 #: Range of the input gain used to bring a scan's noise to the trained level.
 NOISE_GAIN_RANGE = (0.25, 4.0)

@@ -1,4 +1,4 @@
-"""Pretraining heads (shared/SPEC.md §4): SimCLR projector and the image reconstructor."""
+"""Pretraining heads (arXiv 2501.12057): SimCLR projector and the image reconstructor."""
 
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def _drop_identity_norms(state: dict) -> dict:
             if not torch.equal(value, identity):
                 raise WeightsError(
                     f"reference weights: {key} is a trained norm affine; seqinv's encoder uses instance "
-                    "norm without affine (SPEC §4), so these weights cannot be loaded exactly"
+                    "norm without affine (arXiv 2501.12057), so these weights cannot be loaded exactly"
                 )
             continue
         out[key] = value
