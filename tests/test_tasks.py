@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from seqinv.errors import ParameterError, WeightsError
-from seqinv.models import ModelConfig, SeqInvUNet, catalogue
+from seqinv.models import ModelConfig, catalogue
 from seqinv.tasks import BRAIN_TASK, SEGMENT_TASKS, TASKS, TRAIN_TASKS, get_task, task_of
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "seqinv" / "weights"
@@ -43,14 +43,15 @@ def test_task_of_never_guesses_a_segmentation_task_from_the_outputs():
     assert task_of(ModelConfig.from_preset("tiny")) == "features"
 
 
-def test_a_model_of_another_task_is_refused(tmp_path):
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_a_model_of_another_task_is_refused(task, tiny_models):
     from seqinv.inference import load_task_model
 
-    config = ModelConfig.from_preset(
-        "tiny", arch="unet", task="segment", task_name="arc", out_channels=2, labels=["background", "lesion"]
-    )
-    SeqInvUNet(config).save_pretrained(tmp_path / "arc")
-    with pytest.raises(WeightsError, match=r"is a model of task 'arc'; task 'ixi' needs one of its own"):
-        load_task_model("ixi", str(tmp_path / "arc"))
-    net, _ = load_task_model("arc", str(tmp_path / "arc"))
-    assert net.config.task_name == "arc"
+    net, _ = load_task_model(task, str(tiny_models[task]))
+    assert net.config.task_name == task
+    for other in TRAIN_TASKS:
+        if other != task and task != "features":
+            with pytest.raises(WeightsError, match=rf"(is a model of task '{task}'|is a '\w+' model)"):
+                load_task_model(other, str(tiny_models[task]))
+    if task != "features":  # any model's encoder gives features
+        assert load_task_model("features", str(tiny_models[task]))[0].config.arch == "encoder"

@@ -6,7 +6,6 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from seqinv.inference import denoise_files, embed_files, segment_files
 from seqinv.models import catalogue
@@ -24,23 +23,9 @@ def _scan(path, shape=(40, 44, 30)):
     return path
 
 
-@pytest.fixture(scope="module")
-def tissue_model(tmp_path_factory):
-    from seqinv.models import ModelConfig, SeqInvUNet
-
-    torch.manual_seed(0)
-    config = ModelConfig.from_preset(
-        "tiny",
-        arch="unet",
-        task="segment",
-        task_name="ixi",
-        out_channels=4,
-        labels=LABELS,
-        patch_size=(32, 32, 32),
-    )
-    folder = tmp_path_factory.mktemp("models") / "seg"
-    SeqInvUNet(config).save_pretrained(folder)
-    return folder
+@pytest.fixture
+def tissue_model(tiny_models):
+    return tiny_models["ixi"]
 
 
 def _same_sidecar(a: dict, b: dict) -> None:
@@ -64,7 +49,7 @@ def test_segment_files_writes_what_the_cli_writes(tmp_path, monkeypatch, tissue_
         qc=tmp_path / "api" / "qc.png",
         log=lines.append,
     )
-    assert summary.done == [scan] and len(lines) == 1 and lines[0].startswith("model seg: local")
+    assert summary.done == [scan] and len(lines) == 1 and lines[0].startswith("model ixi: local")
     args = ["segment", str(scan), "-o", str(tmp_path / "cli"), "--model", str(tissue_model), "--probs"]
     result = CliRunner().invoke(app, [*args, "--qc", str(tmp_path / "cli" / "qc.png")])
     assert result.exit_code == 0, result.output

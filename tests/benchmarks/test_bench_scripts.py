@@ -13,7 +13,7 @@ import torch
 
 from seqinv.errors import InputError, ParameterError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["background", "CSF", "GM", "WM"]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from seqinv.models import SeqInvEncoder, catalogue, sources
 from seqinv.models.catalogue import PublishedModel
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 
 def _example() -> str:

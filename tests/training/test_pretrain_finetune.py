@@ -236,7 +236,7 @@ def test_published_recipes_are_valid_and_end_in_the_published_command():
 
     from training.recipe import plan
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     names = sorted(p.stem for p in (root / "training" / "recipes").glob("*.toml"))
     assert names == ["arc", "base", "denoise", "ixi", "seqaug", "seqinv"]
     for name in names:
