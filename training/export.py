@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import string
 from importlib import resources
 from pathlib import Path
@@ -186,17 +187,22 @@ def export(
 
 
 def portable(value):
-    """`value` with this machine's paths made relative: the working directory and the home folder."""
+    """`value` without this machine's paths: the working directory and home folder become relative, and
+    any other absolute path keeps only its last part (`/scratch/me/runs/ixi` -> `ixi`)."""
     if isinstance(value, dict):
         return {k: portable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [portable(v) for v in value]
-    if isinstance(value, str):
-        for root, short in ((str(Path.cwd()), "."), (str(Path.home()), "~")):
-            if root not in ("", "/"):
-                value = value.replace(root + "/", short + "/").replace(root, short)
-        return value.replace("./", "") if value.startswith("./") else value
-    return value
+    if not isinstance(value, str):
+        return value
+    for root, short in ((str(Path.cwd()), ""), (str(Path.home()), "~/")):
+        if root not in ("", "/"):
+            value = value.replace(root + "/", short).replace(root, short.rstrip("/") or ".")
+    return _ABSOLUTE.sub(r"\1\3", value)
+
+
+#: an absolute path at the start of a string or after a space, "=" or quote: (before)(folders/)(last part)
+_ABSOLUTE = re.compile(r"""(^|[\s="'])(/[^\s"']*/)([^\s/"']+)""")
 
 
 def _run_folder(checkpoint: str | Path) -> Path:

@@ -3,7 +3,7 @@
 # on one CUDA GPU, plus the Base/SeqAug/SeqInv head comparison of docs/evaluation.md. The later (CPU)
 # stages of ixi and arc: `seqinv train replay training/recipes/ixi.toml` (it keeps finished stages).
 #   bash training/make_defaults_gpu.sh pretrain RUNS_DIR MINUTES   # base, seqaug, seqinv encoders side by side
-#   bash training/make_defaults_gpu.sh heads RUNS_DIR MINUTES      # 13 heads side by side on those encoders
+#   bash training/make_defaults_gpu.sh heads RUNS_DIR MINUTES      # 12 heads side by side on those encoders
 # Every run's options are a recipe stage (RECIPE.toml#STAGE) plus the GPU flags below. Samples are generated on the GPU
 # (--data-device cuda): CPU workers made 96³ pairs at 0.7 s each per core, slower than the GPU trains.
 # The number of steps is what MINUTES allows: a 20-step calibration of all runs side by side measures the

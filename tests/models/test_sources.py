@@ -299,3 +299,22 @@ def test_each_published_bundled_model_loads_with_its_pinned_hash_and_card(name):
         from seqinv.physics.phantom import HELD_OUT_SEED
 
         assert f"seed {HELD_OUT_SEED}," in card.read_text()
+
+
+def test_cli_names_a_version_with_name_at_version(tmp_path):
+    from seqinv.cli import app
+
+    runner = CliRunner()
+    info = runner.invoke(app, ["models", "info", "ixi@1.0"])
+    assert info.exit_code == 0 and info.output.startswith("name:        ixi@1.0 (task, task ixi)")
+    assert "hub repo:    seqinv/seqinv-lite-ixi @ v1.0" in info.output
+    done = subprocess.run(
+        [sys.executable, "-m", "seqinv", "segment", "--example", "--model", "ixi@0.9", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith(
+        "error: model 'ixi' has no version '0.9'; published versions: 1.0 (see `seqinv models list`)"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -70,6 +70,24 @@ def test_replay_runs_the_stages_in_order_and_export_records_the_lineage(tmp_path
     assert config["training"]["exported_from"].startswith("runs/seg")
 
 
+def test_exported_records_carry_no_machine_paths(tmp_path, monkeypatch):
+    from training.export import portable
+
+    monkeypatch.chdir(tmp_path)
+    record = {
+        "command": f"seqinv train segment --output {tmp_path}/runs/seg --init /scratch/me/runs/e2e7b",
+        "options": {"output": str(tmp_path / "runs" / "seg"), "init": "/work/runs/s9/X", "data": ""},
+        "data": "48/48 subjects (100 % labels)",
+        "exported_from": str(tmp_path),
+    }
+    assert portable(record) == {
+        "command": "seqinv train segment --output runs/seg --init e2e7b",
+        "options": {"output": "runs/seg", "init": "X", "data": ""},
+        "data": "48/48 subjects (100 % labels)",
+        "exported_from": ".",
+    }
+
+
 def test_a_stage_naming_no_earlier_stage_is_one_clear_error(tmp_path):
     from seqinv.errors import InputError
     from training.recipe import plan
