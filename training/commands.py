@@ -29,7 +29,8 @@ def replay_command(
     from training.options import require_train_extra
     from training.recipe import replay
 
-    require_train_extra()
+    if not dry_run:
+        require_train_extra()
     replay(recipe, runs, until=until, dry_run=dry_run, echo=typer.echo)
 
 

@@ -81,7 +81,7 @@ def _finish(summary, n_inputs: int) -> None:
 def segment(
     inputs: list[str] = _INPUTS,
     task: str = typer.Option(
-        "ixi", "--task", "-t", help="ixi (0 background, 1 CSF, 2 GM, 3 WM) | arc (lesion)."
+        "ixi", "--task", "-t", help=" | ".join(f"{n}: {TASKS[n].description}" for n in SEGMENT_TASKS)
     ),
     output: str = _OUTPUT,
     model: str = _MODEL,
