@@ -33,6 +33,7 @@ _FAST = typer.Option(False, "--fast", help="Lower overlap (0.25) and no TTA.")
 _THREADS = typer.Option(None, help="CPU threads (default: torch's).")
 _SKIP = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs (and sidecar) already exist.")
 _EXAMPLE = typer.Option(False, "--example", help="Run on the bundled example T1w volume.")
+_VOLUME = typer.Option(None, "--volume", help="4D inputs: the volume to process (0 is the first).")
 
 
 def _settings(device, precision, overlap, sw_batch_size, tta, fast, threads):
@@ -140,6 +141,7 @@ def segment(
     threads: int = _THREADS,
     skip_existing: bool = _SKIP,
     example: bool = _EXAMPLE,
+    volume_index: int = _VOLUME,
 ) -> None:
     """Segment brain tissue (ixi) or stroke lesions (arc); labels in the input's native space."""
     if task not in SEGMENT_TASKS:
@@ -172,7 +174,7 @@ def segment(
 
     def process(src: Path, dst: Path) -> None:
         start = time.perf_counter()
-        volume = read_volume(src)
+        volume = read_volume(src, volume=volume_index)
         read_s = time.perf_counter() - start
         head_mask = False if no_head_mask else None
         result = segment_volume(volume, net, settings, probs, head_mask, brain_model=brain_net)
@@ -202,6 +204,7 @@ def segment(
             result.info,
             {
                 "task": task,
+                "input_volume": volume_index,
                 "labels": dict(enumerate(result.label_names)),
                 "volumes_ml": result.volumes_ml,
                 "outputs": {"dseg": str(dst), **extra_files},
@@ -274,6 +277,7 @@ def denoise(
     threads: int = _THREADS,
     skip_existing: bool = _SKIP,
     example: bool = _EXAMPLE,
+    volume_index: int = _VOLUME,
 ) -> None:
     """Denoise scans; the result keeps the input's grid, header and intensity scale."""
     settings = _settings(device, precision, overlap, sw_batch_size, tta, fast, threads)
@@ -291,7 +295,7 @@ def denoise(
 
     def process(src: Path, dst: Path) -> None:
         start = time.perf_counter()
-        volume = read_volume(src)
+        volume = read_volume(src, volume=volume_index)
         read_s = time.perf_counter() - start
         result = denoise_volume(volume, net, settings, sigma=sigma)
         start = time.perf_counter()
@@ -304,6 +308,7 @@ def denoise(
             source,
             result.info,
             {
+                "input_volume": volume_index,
                 "noise_sigma": result.sigma,
                 "noise_sigma_source": result.sigma_source,
                 "input_gain": result.gain,
@@ -331,6 +336,7 @@ def embed(
     sw_batch_size: int = _SW_BATCH,
     threads: int = _THREADS,
     skip_existing: bool = _SKIP,
+    volume_index: int = _VOLUME,
 ) -> None:
     """Encoder features: pooled vector and the dense deepest feature map (1/16 resolution, RAS)."""
     settings = _settings(device, precision, overlap, sw_batch_size, False, False, threads)
@@ -352,7 +358,7 @@ def embed(
     net, source = _load("features", model)
 
     def process(src: Path, dst: Path) -> None:
-        result = embed_volume(read_volume(src), net, settings)
+        result = embed_volume(read_volume(src, volume=volume_index), net, settings)
         if dst.name.lower().endswith(NIFTI_OUT):
             write_volume(dst, result.dense.transpose(1, 2, 3, 0), result.dense_affine, None, "float32")
         else:
@@ -370,6 +376,7 @@ def embed(
             source,
             result.info,
             {
+                "input_volume": volume_index,
                 "pooled": result.pooled,
                 "dense_shape": list(result.dense.shape),
                 "dense_affine": result.dense_affine,
