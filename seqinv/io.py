@@ -439,10 +439,33 @@ def atomic_path(path: str | os.PathLike):
         yield Path(tmp)
         os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; results get the usual permissions
         os.replace(tmp, path)
+        for written in _WRITE_LOGS:
+            written.append(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+#: Files written by `atomic_path`, one list per open `all_or_nothing` block.
+_WRITE_LOGS: list[list[Path]] = []
+
+
+@contextlib.contextmanager
+def all_or_nothing():
+    """Files written (through `atomic_path`) inside the block are removed again if the block fails or is
+    interrupted, so one case's outputs (image, probabilities, QC, sidecar) are all there or none is."""
+    written: list[Path] = []
+    _WRITE_LOGS.append(written)
+    try:
+        yield written
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+    finally:
+        _WRITE_LOGS.remove(written)
 
 
 def _new_file_mode() -> int:

@@ -222,9 +222,12 @@ def segment(
         rows.append(_csv_row(src, dst, meta.get("volumes_ml", {})))
         return True
 
-    summary = run_cases(paths, targets, process, skip, "segment")
-    if rows:
-        update_csv(csv_path, rows)
+    try:
+        summary = run_cases(paths, targets, process, skip, "segment")
+    finally:  # interrupted too: the CSV holds every finished scan (a case cut short left no dseg)
+        rows = [row for row in rows if Path(row["dseg"]).is_file()]
+        if rows:
+            update_csv(csv_path, rows)
     _finish(summary, len(paths))
 
 
