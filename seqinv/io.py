@@ -75,9 +75,9 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
 
 
 def volume_suffix(path: str | os.PathLike) -> str:
-    """The file's volume suffix ('.nii.gz', '.nrrd', ...) or '' if it has none we know."""
+    """The file's volume suffix ('.nii.gz', '.nrrd', '.brik.gz', ...) or '' if it has none we know."""
     name = Path(path).name.lower()
-    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+    for suffix in sorted(VOLUME_SUFFIXES + NIBABEL_PAIR_SUFFIXES, key=len, reverse=True):
         if name.endswith(suffix):
             return suffix
     return ""

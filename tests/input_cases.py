@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import sys
 
 import nibabel as nib
@@ -16,14 +17,17 @@ COMMANDS = {
 }
 
 
-def save_tiny_models(root):
-    """A tiny segmentation UNet (also used as the encoder for embed) and a tiny denoiser, on disk."""
+def save_tiny_models(root, spacing_mm: float = 1.0):
+    """A tiny segmentation UNet (also used as the encoder for embed) and a tiny denoiser, on disk.
+
+    A coarse `spacing_mm` keeps inference on scans with a large field of view fast.
+    """
     import torch
 
     from seqinv.models import ModelConfig, SeqInvUNet
 
     torch.manual_seed(0)
-    common = {"arch": "unet", "patch_size": (32, 32, 32)}
+    common = {"arch": "unet", "patch_size": (32, 32, 32), "spacing_mm": (spacing_mm,) * 3}
     seg = ModelConfig.from_preset("tiny", task="segment", out_channels=4, labels=LABELS, **common)
     den = ModelConfig.from_preset("tiny", task="denoise", out_channels=1, **common)
     SeqInvUNet(seg).save_pretrained(root / "seg")
@@ -45,8 +49,10 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
 
 
 def assert_refused(code: int, err: str, message: str | None = None) -> None:
-    """Exit 2 and exactly one `error:` line (the model line aside), no traceback."""
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("model ")]
+    """Exit 2 and exactly one `error:` line (the model line and `warning:` lines aside), no traceback."""
+    lines = [
+        line for line in err.splitlines() if line.strip() and not line.startswith(("model ", "warning: "))
+    ]
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
@@ -75,3 +81,18 @@ def save_nifti(path, data, affine=None, sform=True, **header_fields):
 
 def run_command(monkeypatch, capsys, command, scan, models, *extra) -> tuple[int, str]:
     return run_cli(monkeypatch, capsys, command, scan, "--model", models / COMMANDS[command][0], *extra)
+
+
+def write_raw_nifti(path, data, pixdim=(1.0, 1.0, 1.0), **fields):
+    """Header bytes written as given (nibabel's save would rebuild pixdim and the sform from an affine)."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(np.float32)
+    header["pixdim"][1:4] = pixdim
+    header["vox_offset"] = 352
+    for key, value in fields.items():
+        header[key] = value
+    payload = header.binaryblock + b"\0" * 4 + data.astype("<f4").tobytes(order="F")
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as fh:
+        fh.write(payload)
+    return path

@@ -16,6 +16,7 @@ from input_cases import (
     save_nifti,
     save_tiny_models,
     scan_data,
+    write_raw_nifti,
 )
 
 from seqinv.errors import InputError, ParameterError
@@ -45,21 +46,9 @@ def _dicom_without_pixels(path):
 
 def _pixdim(values):
     def make(path):
-        _write_raw_nifti(path, scan_data(), values)
+        write_raw_nifti(path, scan_data(), pixdim=values)
 
     return make
-
-
-def _write_raw_nifti(path, data, pixdim):
-    """Header bytes written as given: nibabel's save would rebuild pixdim from the image's affine."""
-    header = nib.Nifti1Header()
-    header.set_data_shape(data.shape)
-    header.set_data_dtype(np.float32)
-    header["pixdim"][1:4] = pixdim
-    header["vox_offset"] = 352
-    payload = header.binaryblock + b"\0" * 4 + data.astype("<f4").tobytes(order="F")
-    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as fh:
-        fh.write(payload)
 
 
 def _copy(source):
