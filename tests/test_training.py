@@ -242,17 +242,8 @@ def test_published_configs_are_valid():
 
     folder = Path(__file__).resolve().parent.parent / "training" / "configs"
     names = sorted(p.stem for p in folder.glob("*.toml"))
-    ixi = [
-        "ixi",
-        "ixi-continue",
-        "ixi-e2e",
-        "ixi-e2e2",
-        "ixi-e2e3",
-        "ixi-e2e4",
-        "ixi-e2e5",
-        "ixi-e2e6",
-        "ixi-e2e7",
-    ]
+    ixi = ["ixi", "ixi-continue", "ixi-e2e", "ixi-e2e2", "ixi-e2e3", "ixi-e2e4", "ixi-e2e5", "ixi-e2e6",
+           "ixi-e2e7"]
     assert names == ["arc", "arc-e2e", "arc-e2e2", "base", "denoise", *ixi, "seqaug", "seqinv"]
     for name in names:
         cls = PretrainOptions if name in ("base", "seqaug", "seqinv") else FinetuneOptions
