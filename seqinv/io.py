@@ -1,9 +1,11 @@
 """Read any scan into a float32 array with a voxel -> RAS+ mm affine; write results atomically.
 
-NIfTI goes through nibabel (sform preferred, qform as fallback, scaling applied). NRRD, MHA/MHD and DICOM
-series folders go through SimpleITK, whose LPS direction/origin are turned into a RAS affine.
-Bad input raises `InputError` with one line naming the file, the problem and the fix; fixable oddities
-(a few NaN voxels, thick slices, sform/qform disagreement) raise an `InputWarning` instead.
+NIfTI, MGH/MGZ, MINC and nibabel's pair formats go through nibabel (sform preferred, qform as fallback,
+scaling applied). NRRD, MHA/MHD and DICOM series folders go through SimpleITK, whose LPS direction/origin
+are turned into a RAS affine. The header is checked before any voxel is read (`seqinv.guards`: not a
+volume, which volume of a 4D file, broken voxel sizes, memory). Bad input raises `InputError` with one
+line naming the file, the problem and the fix; fixable oddities (a few NaN voxels, thick slices,
+sform/qform disagreement) raise an `InputWarning` instead.
 """
 
 from __future__ import annotations
