@@ -146,7 +146,7 @@ def _open(path: Path) -> _Opened:
         return _open_sitk(path)
     try:  # an unknown suffix: whichever library recognises the file
         return _open_sitk(path)
-    except InputError:
+    except _NotRecognised:
         return _open_nibabel(path, fallback=True)
 
 
@@ -260,6 +260,10 @@ def _sitk():
     return sitk
 
 
+class _NotRecognised(InputError):
+    """SimpleITK cannot read the file's header (another reader may)."""
+
+
 def _open_sitk(path: Path) -> _Opened:
     sitk = _sitk()
     reader = sitk.ImageFileReader()
@@ -268,7 +272,7 @@ def _open_sitk(path: Path) -> _Opened:
         with _quiet_stderr():
             reader.ReadImageInformation()
     except Exception as err:
-        raise InputError(f"{path}: cannot read ({_itk_message(err)}); {guards.VOLUME_HINT}") from None
+        raise _NotRecognised(f"{path}: cannot read ({_itk_message(err)}); {guards.VOLUME_HINT}") from None
     _check_components(reader.GetNumberOfComponents(), path)
     shape = tuple(int(n) for n in reader.GetSize())
     affine = _sitk_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin(), len(shape))
@@ -303,6 +307,8 @@ def _open_dicom_folder(path: Path) -> _Opened:
     first = _open_sitk(Path(files[chosen][0]))
     slices = len(files[chosen])
     shape = (*first.shape[:2], slices) if slices > 1 else first.shape
+    if first.affine is not None and len(shape) >= 3:  # one slice's geometry suffices for memory
+        guards.check_memory(path, shape, first.itemsize, first.affine, guards.volume_count(shape))
     reader.SetFileNames(files[chosen])
 
     def load(index: tuple | None) -> tuple[np.ndarray, np.ndarray]:

@@ -218,3 +218,25 @@ def test_single_volume_4d_is_accepted_without_volume(tmp_path):
     data = scan_data()[..., None]
     path = save_nifti(tmp_path / "scan.nii.gz", data)
     assert read_volume(path).shape == data.shape[:3]
+
+
+def test_a_dicom_series_too_large_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(40):
+        plane = sitk.GetImageFromArray(np.full((128, 128), 100 + k, np.int16))
+        plane.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.7")  # one series
+        plane.SetMetaData("0020|0013", str(k + 1))
+        plane.SetMetaData("0020|0032", f"0\\0\\{k:.1f}")
+        plane.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        writer.SetFileName(str(folder / f"s{k:02d}.dcm"))
+        writer.Execute(plane)
+    monkeypatch.setenv("SEQINV_MAX_MEMORY_GB", "0.45")  # 0.4 GB base + 128x128x40 voxels needs 0.45 GB
+    with pytest.raises(InputError, match=r"a 128x128x40 volume .* more than the 0.45 GB limit"):
+        read_volume(folder)
+    monkeypatch.setenv("SEQINV_MAX_MEMORY_GB", "1")
+    assert read_volume(folder).shape == (128, 128, 40)
