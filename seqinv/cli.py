@@ -53,12 +53,23 @@ _register()
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit code 2; Ctrl-C and SIGTERM
+    one line and exit 130 / 143."""
+    from seqinv.interrupts import Interrupted, signals_raise
+
     try:
-        app()
+        with signals_raise():  # Ctrl-C / SIGTERM: finished outputs kept, none half-written
+            app()
     except SeqInvError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)
+    except Interrupted as stop:
+        typer.echo(
+            f"interrupted ({stop.name}); finished outputs are complete, rerun with --skip-existing "
+            "to do the rest",
+            err=True,
+        )
+        sys.exit(stop.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

@@ -1,9 +1,11 @@
 """Read any scan into a float32 array with a voxel -> RAS+ mm affine; write results atomically.
 
-NIfTI goes through nibabel (sform preferred, qform as fallback, scaling applied). NRRD, MHA/MHD and DICOM
-series folders go through SimpleITK, whose LPS direction/origin are turned into a RAS affine.
-Bad input raises `InputError` with one line naming the file, the problem and the fix; fixable oddities
-(a few NaN voxels, thick slices, sform/qform disagreement) raise an `InputWarning` instead.
+NIfTI, MGH/MGZ, MINC and nibabel's pair formats go through nibabel (sform preferred, qform as fallback,
+scaling applied). NRRD, MHA/MHD and DICOM series folders go through SimpleITK, whose LPS direction/origin
+are turned into a RAS affine. The header is checked before any voxel is read (`seqinv.guards`: not a
+volume, which volume of a 4D file, broken voxel sizes, memory). Bad input raises `InputError` with one
+line naming the file, the problem and the fix; fixable oddities (a few NaN voxels, thick slices,
+sform/qform disagreement) raise an `InputWarning` instead.
 """
 
 from __future__ import annotations
@@ -12,17 +14,22 @@ import contextlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from seqinv import guards
 from seqinv.errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: Single-file formats nibabel reads (besides NIfTI); pairs (.hdr/.img, AFNI, PAR/REC) only when named.
+NIBABEL_SUFFIXES = NIFTI_SUFFIXES + (".mgh", ".mgz", ".mnc")
+NIBABEL_PAIR_SUFFIXES = (".hdr", ".img", ".img.gz", ".head", ".brik", ".brik.gz", ".par", ".rec")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
-VOLUME_SUFFIXES = NIFTI_SUFFIXES + SITK_SUFFIXES
+VOLUME_SUFFIXES = NIBABEL_SUFFIXES + SITK_SUFFIXES
 
 #: Voxel sizes outside this range (mm) are treated as a broken header, not a real scan.
 MIN_VOXEL_MM = 0.05
@@ -70,9 +77,9 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
 
 
 def volume_suffix(path: str | os.PathLike) -> str:
-    """The file's volume suffix ('.nii.gz', '.nrrd', ...) or '' if it has none we know."""
+    """The file's volume suffix ('.nii.gz', '.nrrd', '.brik.gz', ...) or '' if it has none we know."""
     name = Path(path).name.lower()
-    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+    for suffix in sorted(VOLUME_SUFFIXES + NIBABEL_PAIR_SUFFIXES, key=len, reverse=True):
         if name.endswith(suffix):
             return suffix
     return ""
@@ -86,42 +93,120 @@ def strip_suffix(path: str | os.PathLike) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_volume(path: str | os.PathLike) -> Volume:
-    """Read a 3D scan (NIfTI, NRRD, MHA/MHD, or a DICOM series folder) as float32 + RAS affine.
+@dataclass
+class _Opened:
+    """What a reader knows before the voxels are read (header shape, type, affine) and how to read them."""
 
-    Raises `InputError` for missing/unreadable files, non-3D data, empty or all-NaN volumes and broken
-    voxel sizes. A 4D file with a single volume is accepted.
+    shape: tuple[int, ...]
+    itemsize: int
+    affine: np.ndarray | None
+    header: Any
+    load: Callable[[tuple | None], tuple[np.ndarray, np.ndarray]]  # volume index -> (data, affine)
+    reads_all_volumes: bool = False  # True: `load` decodes every volume even when one is picked
+
+
+def read_volume(path: str | os.PathLike, volume: int | None = None) -> Volume:
+    """Read a 3D scan (NIfTI, MGH/MGZ, MINC, NRRD, MHA/MHD, or a DICOM series folder) as float32 + RAS affine.
+
+    `volume` picks one volume (0-based) of a 4D input; a 4D file with a single volume needs none.
+    Raises `InputError` for missing/unreadable files, files that are not volumes (surfaces, CIFTI,
+    streamlines), non-3D data, broken voxel sizes or affines, volumes too large for memory (checked on
+    the header, before reading; see `seqinv.guards`), and empty or all-NaN volumes.
     """
     path = Path(path)
+    volume = guards.check_volume_option(volume)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path")
-    if path.is_dir():
-        data, affine, header = _read_dicom_folder(path)
-    elif volume_suffix(path) in NIFTI_SUFFIXES:
-        data, affine, header = _read_nifti(path)
-    else:
-        data, affine, header = _read_sitk(path)
+    opened = _open(path)
+    guards.check_dims(opened.shape, path)
+    index = guards.pick_volume(opened.shape, volume, path)
+    if opened.affine is not None:
+        _check_affine(opened.affine, path)
+    volumes = guards.volume_count(opened.shape) if opened.reads_all_volumes else 1
+    if opened.affine is not None:
+        guards.check_memory(path, opened.shape, opened.itemsize, opened.affine, volumes)
+    data, affine = opened.load(index)
     data = _squeeze_to_3d(data, path)
-    _check_affine(affine, path)
+    if opened.affine is None:
+        _check_affine(affine, path)
     data = _check_values(data, path)
-    return Volume(data=data, affine=affine, header=header, path=path)
+    return Volume(data=data, affine=affine, header=opened.header, path=path)
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, Any]:
+def _open(path: Path) -> _Opened:
+    if path.is_dir():
+        return _open_dicom_folder(path)
+    what = guards.sniff_non_volume(path)
+    if what:
+        raise InputError(f"{path}: {what}, not a volume; {guards.VOLUME_HINT}")
+    suffix = volume_suffix(path)
+    if suffix in NIBABEL_SUFFIXES or path.name.lower().endswith(NIBABEL_PAIR_SUFFIXES):
+        return _open_nibabel(path)
+    if suffix in SITK_SUFFIXES:
+        return _open_sitk(path)
+    try:  # an unknown suffix: whichever library recognises the file
+        return _open_sitk(path)
+    except _NotRecognised:
+        return _open_nibabel(path, fallback=True)
+
+
+@contextlib.contextmanager
+def _quiet_nibabel():
+    """nibabel logs header fixes ("setting 0 dims to 1") to stderr; the guards report what matters."""
+    import logging
+
+    logger = logging.getLogger("nibabel.global")
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
+
+
+def _open_nibabel(path: Path, fallback: bool = False) -> _Opened:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)  # applies scl_slope / scl_inter
+        with _quiet_nibabel(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = nib.load(str(path))
     except Exception as err:  # nibabel raises many types (ImageFileError, EOFError, zlib/gzip errors)
-        raise InputError(
-            f"{path}: cannot read as NIfTI ({type(err).__name__}: {_first_line(err)}); "
-            "the file is truncated, corrupt or not a NIfTI image"
-        ) from None
-    header = img.header
+        if fallback:
+            raise InputError(f"{path}: not a format seqinv reads; {guards.VOLUME_HINT}") from None
+        what = "cannot read as NIfTI" if volume_suffix(path) in NIFTI_SUFFIXES else "cannot read"
+        raise _nibabel_error(path, err, what) from None
+    guards.check_spatial_image(img, path)
+    guards.check_raw_pixdim(img, path)
+    shape = tuple(int(n) for n in img.shape)
     affine = np.asarray(img.affine, dtype=np.float64)
-    _warn_sform_qform(header, data.shape, path)
-    return data, affine, header
+    header = img.header
+    if isinstance(header, nib.Nifti1Header):
+        _warn_sform_qform(header, shape, path)
+
+    def load(index: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            with _quiet_nibabel():
+                data = np.asarray(img.dataobj[index] if index else img.dataobj, dtype=np.float32)
+        except Exception as err:  # the header was fine, the voxels are not (truncated, bad compression)
+            raise _nibabel_error(path, err, "cannot read the voxels") from None
+        return data, affine  # dataobj applies scl_slope / scl_inter
+
+    itemsize = int(getattr(img.get_data_dtype(), "itemsize", 4) or 4)
+    return _Opened(shape, itemsize, affine, header, load)
+
+
+def _nibabel_error(path: Path, err: BaseException, what: str) -> InputError:
+    if isinstance(err, FileNotFoundError) and err.filename:
+        return InputError(
+            f"{path}: its data file {Path(err.filename).name} is missing; keep the header and data files "
+            "of a pair (.hdr/.img, .PAR/.REC, .HEAD/.BRIK) together"
+        )
+    kind = "a NIfTI image" if volume_suffix(path) in NIFTI_SUFFIXES else "a volume image"
+    return InputError(
+        f"{path}: {what} ({type(err).__name__}: {_first_line(err)}); the file is truncated, corrupt or "
+        f"not {kind}"
+    )
 
 
 def _warn_sform_qform(header: Any, shape: tuple[int, ...], path: Path) -> None:
@@ -147,24 +232,68 @@ def _warn_sform_qform(header: Any, shape: tuple[int, ...], path: Path) -> None:
         )
 
 
-def _read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray, None]:
-    import SimpleITK as sitk
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hold back what C libraries (ITK, MINC) print to stderr while a file is tried; errors say it."""
+    import sys
 
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        sys.stderr.flush()
     try:
-        image = sitk.ReadImage(str(path))
-    except Exception as err:
-        raise InputError(
-            f"{path}: cannot read ({_first_line(err)}); expected NIfTI (.nii/.nii.gz), NRRD, MHA/MHD "
-            "or a DICOM series folder"
-        ) from None
-    return _from_sitk(image, path)
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
-def _read_dicom_folder(path: Path) -> tuple[np.ndarray, np.ndarray, None]:
+def _sitk():
     import SimpleITK as sitk
 
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    return sitk
+
+
+class _NotRecognised(InputError):
+    """SimpleITK cannot read the file's header (another reader may)."""
+
+
+def _open_sitk(path: Path) -> _Opened:
+    sitk = _sitk()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with _quiet_stderr():
+            reader.ReadImageInformation()
+    except Exception as err:
+        raise _NotRecognised(f"{path}: cannot read ({_itk_message(err)}); {guards.VOLUME_HINT}") from None
+    _check_components(reader.GetNumberOfComponents(), path)
+    shape = tuple(int(n) for n in reader.GetSize())
+    affine = _sitk_affine(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin(), len(shape))
+
+    def load(index: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            with _quiet_stderr():
+                image = reader.Execute()
+        except Exception as err:
+            raise InputError(f"{path}: cannot read the voxels ({_itk_message(err)})") from None
+        return _sitk_array(image, index), affine
+
+    itemsize = _sitk_itemsize(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+    return _Opened(shape, itemsize, affine if len(shape) >= 3 else None, None, load, True)
+
+
+def _open_dicom_folder(path: Path) -> _Opened:
+    sitk = _sitk()
     reader = sitk.ImageSeriesReader()
-    series = reader.GetGDCMSeriesIDs(str(path))
+    with _quiet_stderr():
+        series = reader.GetGDCMSeriesIDs(str(path))
     if not series:
         raise InputError(f"{path}: folder holds no DICOM series; give a scan file or a DICOM series folder")
     files = {sid: reader.GetGDCMSeriesFileNames(str(path), sid) for sid in series}
@@ -173,51 +302,80 @@ def _read_dicom_folder(path: Path) -> tuple[np.ndarray, np.ndarray, None]:
         warnings.warn(
             f"{path.name}: {len(series)} DICOM series in the folder; using the largest ({chosen})",
             InputWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+    first = _open_sitk(Path(files[chosen][0]))
+    slices = len(files[chosen])
+    shape = (*first.shape[:2], slices) if slices > 1 else first.shape
+    if first.affine is not None and len(shape) >= 3:  # one slice's geometry suffices for memory
+        guards.check_memory(path, shape, first.itemsize, first.affine, guards.volume_count(shape))
     reader.SetFileNames(files[chosen])
-    try:
-        image = reader.Execute()
-    except Exception as err:
-        raise InputError(f"{path}: cannot read the DICOM series ({_first_line(err)})") from None
-    return _from_sitk(image, path)
+
+    def load(index: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            with _quiet_stderr():
+                image = reader.Execute()
+        except Exception as err:
+            raise InputError(f"{path}: cannot read the DICOM series ({_itk_message(err)})") from None
+        _check_components(image.GetNumberOfComponentsPerPixel(), path)
+        dim = image.GetDimension()
+        affine = _sitk_affine(image.GetDirection(), image.GetSpacing(), image.GetOrigin(), dim)
+        return _sitk_array(image, index), affine
+
+    # the series affine (slice spacing, order) is known only once it is read
+    return _Opened(shape, first.itemsize, None, None, load, True)
 
 
-def _from_sitk(image: Any, path: Path) -> tuple[np.ndarray, np.ndarray, None]:
-    """SimpleITK image -> (array in (i, j, k) order, RAS affine)."""
-    import SimpleITK as sitk
-
-    if image.GetNumberOfComponentsPerPixel() > 1:
+def _check_components(count: int, path: Path) -> None:
+    if count > 1:
         raise InputError(
-            f"{path}: {image.GetNumberOfComponentsPerPixel()} values per voxel (vector/RGB image); "
-            "expected one grey-level volume"
+            f"{path}: {count} values per voxel (vector/RGB image); expected one grey-level volume"
         )
-    array = sitk.GetArrayFromImage(image)  # (t, z, y, x) or (z, y, x)
-    data = np.asarray(array, dtype=np.float32).transpose(tuple(range(array.ndim))[::-1])
-    dim = image.GetDimension()
+
+
+def _sitk_affine(direction, spacing, origin, dim: int) -> np.ndarray:
+    """ITK's LPS direction/spacing/origin -> voxel -> RAS affine (identity for 2D, refused later)."""
     if dim < 3:
-        return data, np.eye(4), None  # rejected as 2D by the caller
-    direction = np.array(image.GetDirection(), dtype=float).reshape(dim, dim)[:3, :3]
-    spacing = np.array(image.GetSpacing()[:3], dtype=float)
-    origin = np.array(image.GetOrigin()[:3], dtype=float)
+        return np.eye(4)
     affine_lps = np.eye(4)
-    affine_lps[:3, :3] = direction * spacing
-    affine_lps[:3, 3] = origin
-    return data, LPS_TO_RAS @ affine_lps, None
+    affine_lps[:3, :3] = np.array(direction, dtype=float).reshape(dim, dim)[:3, :3] * np.array(spacing[:3])
+    affine_lps[:3, 3] = np.array(origin[:3], dtype=float)
+    return LPS_TO_RAS @ affine_lps
+
+
+def _sitk_array(image: Any, index: tuple | None) -> np.ndarray:
+    """SimpleITK image -> float32 array in (i, j, k[, t]) order, the `index` volume only when given."""
+    sitk = _sitk()
+    array = sitk.GetArrayFromImage(image)  # (t, z, y, x) or (z, y, x); a copy: `image` is freed after
+    array = array.transpose(tuple(range(array.ndim))[::-1])
+    if index is not None:
+        array = array[index]
+    return np.asarray(array, dtype=np.float32)
+
+
+def _sitk_itemsize(pixel_type: str) -> int:
+    for bits in (8, 16, 32, 64):
+        if f"{bits}-bit" in pixel_type:
+            return bits // 8
+    return 8
+
+
+def _itk_message(err: BaseException) -> str:
+    """The useful part of an ITK exception (after 'ITK ERROR:'), without C++ source paths."""
+    text = " ".join(str(err).split())
+    if "ITK ERROR:" in text:
+        text = text.split("ITK ERROR:", 1)[1].split(":", 1)[-1].strip()
+    elif "Exception thrown" in text:
+        text = "format not recognised"
+    return text[:200] or "no details"
 
 
 def _squeeze_to_3d(data: np.ndarray, path: Path) -> np.ndarray:
     while data.ndim > 3 and data.shape[-1] == 1:  # 4D/5D with one volume
         data = data[..., 0]
+    guards.check_dims(data.shape, path)
     if data.ndim > 3:
-        raise InputError(
-            f"{path}: {data.ndim}D image of shape {data.shape} holds {int(np.prod(data.shape[3:]))} volumes; "
-            "expected one 3D volume; split it first (e.g. `fslsplit` or nibabel's `image.slicer`)"
-        )
-    if data.ndim < 3 or min(data.shape) < 2:
-        raise InputError(
-            f"{path}: shape {data.shape} is a 2D image; expected a 3D volume with at least 2 voxels per axis"
-        )
+        guards.pick_volume(data.shape, None, path)  # raises: several volumes and none picked
     return data
 
 
@@ -289,10 +447,33 @@ def atomic_path(path: str | os.PathLike):
         yield Path(tmp)
         os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; results get the usual permissions
         os.replace(tmp, path)
+        for written in _WRITE_LOGS:
+            written.append(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+#: Files written by `atomic_path`, one list per open `all_or_nothing` block.
+_WRITE_LOGS: list[list[Path]] = []
+
+
+@contextlib.contextmanager
+def all_or_nothing():
+    """Files written (through `atomic_path`) inside the block are removed again if the block fails or is
+    interrupted, so one case's outputs (image, probabilities, QC, sidecar) are all there or none is."""
+    written: list[Path] = []
+    _WRITE_LOGS.append(written)
+    try:
+        yield written
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+    finally:
+        _WRITE_LOGS.remove(written)
 
 
 def _new_file_mode() -> int:

@@ -34,6 +34,7 @@ _FAST = typer.Option(False, "--fast", help="Lower overlap (0.25) and no TTA.")
 _THREADS = typer.Option(None, help="CPU threads (default: torch's).")
 _SKIP = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs (and sidecar) already exist.")
 _EXAMPLE = typer.Option(False, "--example", help="Run on the bundled example T1w volume.")
+_VOLUME = typer.Option(None, "--volume", help="4D inputs: the volume to process (0 is the first).")
 
 
 def _settings(device, precision, overlap, sw_batch_size, tta, fast, threads):
@@ -118,6 +119,7 @@ def segment(
     threads: int = _THREADS,
     skip_existing: bool = _SKIP,
     example: bool = _EXAMPLE,
+    volume_index: int = _VOLUME,
 ) -> None:
     """Segment brain tissue (ixi) or stroke lesions (arc); labels in the input's native space."""
     if task not in SEGMENT_TASKS:
@@ -141,6 +143,7 @@ def segment(
         settings=settings,
         progress=True,
         log=_log,
+        volume=volume_index,
     )
     _finish(summary, len(paths))
 
@@ -167,6 +170,7 @@ def denoise(
     threads: int = _THREADS,
     skip_existing: bool = _SKIP,
     example: bool = _EXAMPLE,
+    volume_index: int = _VOLUME,
 ) -> None:
     """Denoise scans; the result keeps the input's grid, header and intensity scale."""
     settings = _settings(device, precision, overlap, sw_batch_size, tta, fast, threads)
@@ -174,7 +178,9 @@ def denoise(
 
     paths = _inputs(inputs, example)
     output = _default_output(output, example)
-    summary = denoise_files(paths, output, model, sigma, skip_existing, settings, progress=True, log=_log)
+    summary = denoise_files(
+        paths, output, model, sigma, skip_existing, settings, progress=True, log=_log, volume=volume_index
+    )
     _finish(summary, len(paths))
 
 
@@ -192,13 +198,16 @@ def embed(
     sw_batch_size: int = _SW_BATCH,
     threads: int = _THREADS,
     skip_existing: bool = _SKIP,
+    volume_index: int = _VOLUME,
 ) -> None:
     """Encoder features: pooled vector and the dense deepest feature map (1/16 resolution, RAS)."""
     settings = _settings(device, precision, overlap, sw_batch_size, False, False, threads)
     from seqinv.inference.files import embed_files
 
     paths = _inputs(inputs, False)
-    summary = embed_files(paths, output, model, skip_existing, settings, progress=True, log=_log)
+    summary = embed_files(
+        paths, output, model, skip_existing, settings, progress=True, log=_log, volume=volume_index
+    )
     _finish(summary, len(paths))
 
 

@@ -54,12 +54,12 @@ __all__ = [
 ]
 
 
-def _volumes(inputs: Any) -> tuple[list, bool]:
+def _volumes(inputs: Any, volume: int | None = None) -> tuple[list, bool]:
     from seqinv.io import Volume, read_volume
 
     single = isinstance(inputs, (str, Path, Volume))
     items = [inputs] if single else list(inputs)
-    return [v if isinstance(v, Volume) else read_volume(v) for v in items], single
+    return [v if isinstance(v, Volume) else read_volume(v, volume=volume) for v in items], single
 
 
 def _model(task: str, model: Any):
@@ -74,13 +74,14 @@ def segment(
     model: Any = None,
     probs: bool = False,
     brain_model: Any = "auto",
+    volume: int | None = None,
     **settings,
 ) -> SegmentResult | list[SegmentResult]:
     """Segment one scan (path or `Volume`) or a list; `model` is a name, folder, or a loaded model.
 
     `brain_model` (task arc): the tissue model whose brain (CSF, GM, WM) bounds the lesion calls;
-    "auto" is `ixi`, None turns the mask off. `settings` are `InferenceSettings` fields (device,
-    precision, overlap, sw_batch_size, tta).
+    "auto" is `ixi`, None turns the mask off. `volume` picks one volume (0-based) of 4D inputs.
+    `settings` are `InferenceSettings` fields (device, precision, overlap, sw_batch_size, tta).
     """
     from seqinv.tasks import BRAIN_TASK, get_task
 
@@ -88,7 +89,7 @@ def segment(
     brain = None
     if get_task(task).brain_mask and brain_model is not None:
         brain = _model(BRAIN_TASK, None if brain_model == "auto" else brain_model)
-    volumes, single = _volumes(inputs)
+    volumes, single = _volumes(inputs, volume)
     settings = InferenceSettings(**settings)
     results = [
         segment_volume(v, net, settings, probs=probs, brain_model=brain, task=task) for v in volumes
@@ -97,18 +98,25 @@ def segment(
 
 
 def denoise(
-    inputs: str | Path | Sequence, model: Any = None, sigma: float | None = None, **settings
+    inputs: str | Path | Sequence,
+    model: Any = None,
+    sigma: float | None = None,
+    volume: int | None = None,
+    **settings,
 ) -> DenoiseResult | list[DenoiseResult]:
-    """Denoise one scan or a list; `sigma` is the noise std in input units (estimated when None)."""
+    """Denoise one scan or a list; `sigma` is the noise std in input units (estimated when None);
+    `volume` picks one volume (0-based) of 4D inputs."""
     net = _model("denoise", model)
-    volumes, single = _volumes(inputs)
+    volumes, single = _volumes(inputs, volume)
     results = [denoise_volume(v, net, InferenceSettings(**settings), sigma=sigma) for v in volumes]
     return results[0] if single else results
 
 
-def embed(inputs: str | Path | Sequence, model: Any = None, **settings) -> EmbedResult | list[EmbedResult]:
-    """Pooled and dense encoder features of one scan or a list."""
+def embed(
+    inputs: str | Path | Sequence, model: Any = None, volume: int | None = None, **settings
+) -> EmbedResult | list[EmbedResult]:
+    """Pooled and dense encoder features of one scan or a list (`volume`: one volume of 4D inputs)."""
     net = _model("features", model)
-    volumes, single = _volumes(inputs)
+    volumes, single = _volumes(inputs, volume)
     results = [embed_volume(v, net, InferenceSettings(**settings)) for v in volumes]
     return results[0] if single else results

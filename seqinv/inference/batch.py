@@ -16,7 +16,7 @@ from pathlib import Path
 
 from seqinv import __version__
 from seqinv.errors import InputError, SeqInvError
-from seqinv.io import VOLUME_SUFFIXES, atomic_path, strip_suffix, volume_suffix
+from seqinv.io import VOLUME_SUFFIXES, all_or_nothing, atomic_path, strip_suffix, volume_suffix
 
 GLOB_CHARS = set("*?[")
 
@@ -240,7 +240,8 @@ def run_cases(
                 if report:
                     warnings.simplefilter("always")
                 try:
-                    summary.results[source] = process(source, target)
+                    with all_or_nothing():  # a failed or interrupted case leaves none of its files
+                        summary.results[source] = process(source, target)
                     summary.done.append(source)
                 except SeqInvError as err:
                     if single:

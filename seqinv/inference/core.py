@@ -337,6 +337,20 @@ def denoise_volume(
 
 
 # ------------------------------------------------------------------------------------------------ embed
+#: Input voxels per deepest encoder voxel (four 2x poolings).
+ENCODER_STRIDE = 16
+
+
+def _pad_to_stride(image: Any, stride: int) -> Any:
+    """Pad the end of each axis with the background to a multiple of `stride` (the origin stays put)."""
+    import torch.nn.functional as F
+
+    pad = []
+    for n in reversed(image.shape[2:]):
+        pad += [0, -n % stride]
+    return F.pad(image, pad, mode="constant", value=float(image.min())) if any(pad) else image
+
+
 def embed_volume(volume: Volume, model: Any, settings: InferenceSettings | None = None) -> EmbedResult:
     """Dense deepest-stage encoder features over the scan (1/16 resolution) and their pooled vector (the
     encoder's own pooling: mean, or max for `pooling="max"` models)."""
@@ -348,6 +362,7 @@ def embed_volume(volume: Volume, model: Any, settings: InferenceSettings | None 
     net, device, precision = _setup(encoder, settings)
     with timer.stage("preprocess"):
         image, record = Preprocessor(net.config).apply(volume)
+        image = _pad_to_stride(image, ENCODER_STRIDE)  # else a crop under 16 voxels gives an empty map
     patch = _patch_size(net, settings)
     with timer.stage("inference"):
         dense = sliding_window(

@@ -82,9 +82,9 @@ def volumes_row(src: Path, dst: Path, volumes_ml: dict) -> dict:
     return {"input": str(src), "dseg": str(dst), **{f"{k}_ml": f"{v:.3f}" for k, v in volumes_ml.items()}}
 
 
-def _timed_read(src: Path) -> tuple[Volume, float]:
+def _timed_read(src: Path, volume_index: int | None) -> tuple[Volume, float]:
     start = time.perf_counter()
-    volume = read_volume(src)
+    volume = read_volume(src, volume=volume_index)
     return volume, time.perf_counter() - start
 
 
@@ -105,20 +105,22 @@ def segment_file(
     head_mask: bool | None = None,
     brain_model: Any = None,
     brain_source: Any = None,
+    volume: int | None = None,
 ) -> dict:
     """Segment `src` into `dst` (labels), its `_probseg` sibling (`probs`), `qc` (PNG) and the sidecar.
 
-    Returns the sidecar's content. `source`/`brain_source` are the `ModelSource`s of the models.
+    Returns the sidecar's content. `source`/`brain_source` are the `ModelSource`s of the models;
+    `volume` picks one volume (0-based) of a 4D input.
     """
     src, dst = Path(src), Path(dst)
-    volume, read_s = _timed_read(src)
-    result = segment_volume(volume, net, settings, probs, head_mask, brain_model=brain_model, task=task)
+    image, read_s = _timed_read(src, volume)
+    result = segment_volume(image, net, settings, probs, head_mask, brain_model=brain_model, task=task)
     start = time.perf_counter()
-    write_labels(dst, result.labels, volume)
+    write_labels(dst, result.labels, image)
     extra_files = {}
     if probs:
         probs_path = sibling(dst, "_dseg", "_probseg")
-        write_probabilities(probs_path, result.probs, volume)
+        write_probabilities(probs_path, result.probs, image)
         extra_files["probseg"] = str(probs_path)
     if qc is not None:
         write_qc(Path(qc), result)
@@ -131,6 +133,7 @@ def segment_file(
         result.info,
         {
             "task": task,
+            "input_volume": volume,
             "labels": dict(enumerate(result.label_names)),
             "volumes_ml": result.volumes_ml,
             "outputs": {"dseg": str(dst), **extra_files},
@@ -149,13 +152,14 @@ def denoise_file(
     source: Any,
     settings: InferenceSettings,
     sigma: float | None = None,
+    volume: int | None = None,
 ) -> dict:
     """Denoise `src` into `dst` (input grid, header and intensity scale) with its sidecar."""
     src, dst = Path(src), Path(dst)
-    volume, read_s = _timed_read(src)
-    result = denoise_volume(volume, net, settings, sigma=sigma)
+    image, read_s = _timed_read(src, volume)
+    result = denoise_volume(image, net, settings, sigma=sigma)
     start = time.perf_counter()
-    write_volume(dst, result.image, volume.affine, volume.header, dtype="float32")
+    write_volume(dst, result.image, image.affine, image.header, dtype="float32")
     _total(result.info, read_s, start)
     meta = sidecar(
         "denoise",
@@ -163,6 +167,7 @@ def denoise_file(
         source,
         result.info,
         {
+            "input_volume": volume,
             "noise_sigma": result.sigma,
             "noise_sigma_source": result.sigma_source,
             "input_gain": result.gain,
@@ -174,12 +179,19 @@ def denoise_file(
     return meta
 
 
-def embed_file(src: str | Path, dst: str | Path, net: Any, source: Any, settings: InferenceSettings) -> dict:
+def embed_file(
+    src: str | Path,
+    dst: str | Path,
+    net: Any,
+    source: Any,
+    settings: InferenceSettings,
+    volume: int | None = None,
+) -> dict:
     """Encoder features of `src` into `dst`: .npz (pooled, dense, affine) or a 4D .nii(.gz) dense map."""
     import numpy as np
 
     src, dst = Path(src), Path(dst)
-    result = embed_volume(read_volume(src), net, settings)
+    result = embed_volume(read_volume(src, volume=volume), net, settings)
     if dst.name.lower().endswith(NIFTI_OUT):
         write_volume(dst, result.dense.transpose(1, 2, 3, 0), result.dense_affine, None, "float32")
     else:
@@ -197,6 +209,7 @@ def embed_file(src: str | Path, dst: str | Path, net: Any, source: Any, settings
         source,
         result.info,
         {
+            "input_volume": volume,
             "pooled": result.pooled,
             "dense_shape": list(result.dense.shape),
             "dense_affine": result.dense_affine,
@@ -283,13 +296,15 @@ def segment_files(
     settings: InferenceSettings | dict | None = None,
     progress: bool = False,
     log: Log | None = None,
+    volume: int | None = None,
 ) -> BatchSummary:
     """Segment scans as `seqinv segment` does: labels, sidecars, optional probabilities and QC, volumes CSV.
 
     `output` is a file (one input) or a folder (default: next to each input); `volumes` the cohort CSV
     (default: volumes.csv beside the outputs); `model` a name, folder, Hub repo or loaded model;
     `brain_model` (task arc) the tissue model bounding lesion calls ("auto": ixi, None: no mask).
-    `log` receives the one-line model descriptions; `progress` draws a bar on a terminal.
+    `log` receives the one-line model descriptions; `progress` draws a bar on a terminal; `volume`
+    picks one volume (0-based) of 4D inputs.
     Returns the `BatchSummary` (`results` maps each input to its sidecar).
     """
     if task not in SEGMENT_TASKS:
@@ -310,7 +325,7 @@ def segment_files(
     def process(src: Path, dst: Path) -> dict:
         qc_path = qc_paths[src] if qc_paths is not None else None
         meta = segment_file(
-            src, dst, net, source, settings, task, probs, qc_path, head_mask, brain_net, brain_source
+            src, dst, net, source, settings, task, probs, qc_path, head_mask, brain_net, brain_source, volume
         )
         rows.append(volumes_row(src, dst, meta["volumes_ml"]))
         return meta
@@ -322,10 +337,12 @@ def segment_files(
         rows.append(volumes_row(src, dst, meta.get("volumes_ml", {})))
         return True
 
-    summary = run_cases(paths, targets, process, skip, "segment", progress)
-    if rows:
-        update_csv(csv_path, rows)
-    return summary
+    try:
+        return run_cases(paths, targets, process, skip, "segment", progress)
+    finally:  # interrupted too: the CSV holds every finished scan (a case cut short left no dseg)
+        rows = [row for row in rows if Path(row["dseg"]).is_file()]
+        if rows:
+            update_csv(csv_path, rows)
 
 
 def denoise_files(
@@ -337,6 +354,7 @@ def denoise_files(
     settings: InferenceSettings | dict | None = None,
     progress: bool = False,
     log: Log | None = None,
+    volume: int | None = None,
 ) -> BatchSummary:
     """Denoise scans as `seqinv denoise` does (`sigma`: noise std in input units, estimated when None)."""
     settings = _settings(settings)
@@ -347,7 +365,7 @@ def denoise_files(
     net, source = _load("denoise", model, log)
 
     def process(src: Path, dst: Path) -> dict:
-        return denoise_file(src, dst, net, source, settings, sigma)
+        return denoise_file(src, dst, net, source, settings, sigma, volume)
 
     return run_cases(paths, targets, process, _exists(skip_existing), "denoise", progress)
 
@@ -360,6 +378,7 @@ def embed_files(
     settings: InferenceSettings | dict | None = None,
     progress: bool = False,
     log: Log | None = None,
+    volume: int | None = None,
 ) -> BatchSummary:
     """Encoder features as `seqinv embed` writes them (.npz or .nii.gz per input, with sidecars)."""
     settings = _settings(settings)
@@ -368,6 +387,6 @@ def embed_files(
     net, source = _load("features", model, log)
 
     def process(src: Path, dst: Path) -> dict:
-        return embed_file(src, dst, net, source, settings)
+        return embed_file(src, dst, net, source, settings, volume)
 
     return run_cases(paths, targets, process, _exists(skip_existing), "embed", progress)
