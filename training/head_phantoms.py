@@ -228,3 +228,29 @@ def head_subjects(opts, cache_dir) -> tuple[list[HeadSubject], str]:
         f"{opts.random_contrast:g}, clinical acquisitions {opts.clinical:g})"
     )
     return subjects, desc
+
+
+def whole_head_image(phantom, seed: int, *, sequence=None, acquisition=None):
+    """(image in [0, 1], labels) of a whole-head phantom (`make_head_phantom`): `sequence` (None: random
+    contrast) acquired with `acquisition` (None: 1 mm), no bias or noise. Labels: background outside the
+    acquired slab."""
+    from seqinv.physics import simulate
+    from seqinv.physics.acquisition import acquire, apply_gamma, coverage_mask
+    from seqinv.physics.anatomy import kinds_to_random_image, random_intensities
+
+    gen = torch.Generator().manual_seed(int(seed))
+    labels = torch.as_tensor(np.asarray(phantom.labels))
+    if sequence is None:
+        kinds = torch.as_tensor(phantom.values["kinds"])
+        image = kinds_to_random_image(kinds, random_intensities(gen), gen, phantom.values["pv_sigma_vox"])
+    else:
+        image = torch.nan_to_num(simulate(phantom.maps, sequence).float())
+    image = percentile_rescale(image)
+    if acquisition is not None:
+        image = acquire(image, acquisition)
+        if acquisition.coverage is not None:
+            z = torch.arange(image.shape[-1], dtype=torch.float32)
+            keep = coverage_mask(z, 0.0, float(image.shape[-1] - 1), acquisition.coverage)
+            image, labels = image * keep, labels * keep.to(labels.dtype)
+        image = apply_gamma(image.clamp(0, 1), acquisition.gamma)
+    return image, labels

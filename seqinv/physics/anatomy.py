@@ -422,10 +422,10 @@ def smooth_field(shape, cell_mm: float, gen: torch.Generator, channels: int | No
 def split_tissues(kinds: torch.Tensor, bone_depth: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Within-label variety: soft tissue → muscle with fat streaks, scalp → fat with skin, skull → tables and
     diploë marrow, skull-base fatty tissue → marrow and fat (smooth random fields, new per subject)."""
-    fields = smooth_field(kinds.shape, 10.0, gen, channels=3)
+    fields = smooth_field(kinds.shape, 12.0, gen, channels=3)
     out = kinds.clone()
     muscle = kinds == KIND["muscle"]
-    out[muscle & (fields[0] > _uniform(gen, 0.3, 1.2))] = KIND["fat"]
+    out[muscle & (fields[0] > _uniform(gen, 0.8, 1.8))] = KIND["fat"]  # 4-21 % fat
     scalp = kinds == KIND["fat"]
     out[scalp & (fields[1] > _uniform(gen, 0.8, 1.6))] = KIND["skin"]
     marrow = kinds == KIND["marrow"]
