@@ -126,6 +126,19 @@ def phantom_cases(task: str, crop: int = 0) -> list[EvalCase]:
     return cases
 
 
+def _head_cases(task: str, crop: int, label_maps: str) -> list[EvalCase]:
+    """The held-out whole-head phantoms (training/head_phantoms.py) when a label-map folder is known."""
+    import os
+
+    from seqinv.physics.anatomy import LABEL_MAPS_ENV
+
+    if not (label_maps or os.environ.get(LABEL_MAPS_ENV)):
+        return []
+    from training.head_phantoms import head_phantom_cases
+
+    return head_phantom_cases(task, crop, label_maps)
+
+
 def evaluate_model(
     model, cases: Iterable[EvalCase], sigma: float = EVAL_SIGMA, seed: int = 0, brain_model=None
 ) -> list[dict]:
@@ -266,6 +279,7 @@ def run_evaluate(
     sigma: float = EVAL_SIGMA,
     crop: int = 0,
     brain_model: str = "ixi",
+    label_maps: str = "",
 ) -> dict:
     """Evaluate each model on the phantom protocols (or a test folder) and write CSV + Markdown.
 
@@ -284,7 +298,7 @@ def run_evaluate(
         model = SeqInvUNet.from_pretrained(path)
         task = task_of(model)
         if phantom:
-            cases = phantom_cases(task, crop)
+            cases = phantom_cases(task, crop) + _head_cases(task, crop, label_maps)
         else:
             from training.datasets import load_cases
 

@@ -254,3 +254,44 @@ def whole_head_image(phantom, seed: int, *, sequence=None, acquisition=None):
             image, labels = image * keep, labels * keep.to(labels.dtype)
         image = apply_gamma(image.clamp(0, 1), acquisition.gamma)
     return image, labels
+
+
+def held_out_protocols() -> list[tuple[str, object, object]]:
+    """(contrast name, sequence or None for random contrast, acquisition or None) of the held-out heads:
+    the four protocols of the ICBM phantom evaluation at 1 mm, thick-slice T2w and FLAIR, random contrast."""
+    from seqinv.physics.acquisition import thick_slices
+    from training.evaluate import phantom_protocols
+
+    protocols = [(name, seq, None) for name, seq in phantom_protocols().items()]
+    protocols.append(("T2w-5mm-axial", phantom_protocols()["T2w"], thick_slices(5.0, 2, 1.0, 0.9)))
+    protocols.append(("FLAIR-6mm-coronal", phantom_protocols()["FLAIR"], thick_slices(6.0, 1, 0.0, 1.0)))
+    protocols.append(("random", None, None))
+    return protocols
+
+
+def head_phantom_cases(task: str, crop: int = 0, folder: str = "", cache_dir=None) -> list:
+    """Evaluation cases from the held-out label maps (`HELD_OUT_MAPS`, seed `HELD_OUT_SEED`): every protocol
+    of `held_out_protocols`. Tissue and denoising tasks only (these heads have no lesions)."""
+    from seqinv.physics.anatomy import HELD_OUT_MAPS, make_head_phantom
+    from seqinv.physics.phantom import HELD_OUT_SEED
+    from training.evaluate import EvalCase
+
+    if task == "arc":
+        return []
+    cases = []
+    for number in HELD_OUT_MAPS:
+        phantom = make_head_phantom(number, HELD_OUT_SEED, folder=folder or None, cache_dir=cache_dir)
+        affine = np.asarray(phantom.affine, dtype=float)
+        box = None
+        if crop > 0:
+            centre = np.argwhere(phantom.labels > 0).mean(0).round().astype(int)
+            box = tuple(slice(max(0, c - crop // 2), max(0, c - crop // 2) + crop) for c in centre)
+            shift = np.eye(4)
+            shift[:3, 3] = [b.start for b in box]
+            affine = affine @ shift
+        for i, (name, sequence, acq) in enumerate(held_out_protocols()):
+            image, labels = whole_head_image(phantom, HELD_OUT_SEED + i, sequence=sequence, acquisition=acq)
+            if box is not None:
+                image, labels = image[box], labels[box]
+            cases.append(EvalCase(f"synthseg-{number:02d}", name, "head-phantom", image, labels, affine))
+    return cases
