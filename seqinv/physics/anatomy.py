@@ -277,7 +277,7 @@ class AnatomyAugment:
     small_mm: float = 2.5  # max amplitude of the finer (8³) displacement
     atrophy_prob: float = 0.5
     ventricle_mm: float = 4.0  # max ventricle widening
-    sulcal_mm: float = 1.5  # max cortical thinning next to extra-cerebral CSF
+    sulcal_mm: float = 1.5  # max cortical thinning next to extra-cerebral CSF (voxel centres within t + ½)
 
     @classmethod
     def none(cls) -> AnatomyAugment:
@@ -397,10 +397,10 @@ def sample_kinds(anatomy: HeadAnatomy, coords: torch.Tensor, deformation: Deform
     kinds = (packed & 255).to(torch.uint8)
     bone_depth = ((packed >> 8) & 255).to(torch.uint8)
     if deformation.ventricle_mm > 0:  # enlarged ventricles: parenchyma next to them becomes CSF
-        near = ((packed >> 16) & 255) < deformation.ventricle_mm * DIST_SCALE
+        near = ((packed >> 16) & 255) < (deformation.ventricle_mm + 0.5) * DIST_SCALE
         kinds[near & (CLASS_OF_KIND[kinds.long()] > 1)] = KIND["csf"]
     if deformation.sulcal_mm > 0:  # widened sulci: cortex next to extra-cerebral CSF becomes CSF
-        near = ((packed >> 24) & 255) < deformation.sulcal_mm * DIST_SCALE
+        near = ((packed >> 24) & 255) < (deformation.sulcal_mm + 0.5) * DIST_SCALE
         cortex = (kinds == KIND["cortex"]) | (kinds == KIND["cerebellar_cortex"])
         kinds[near & cortex] = KIND["csf"]
     return kinds, bone_depth
