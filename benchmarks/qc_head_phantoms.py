@@ -64,7 +64,7 @@ def main() -> None:
     print(
         f"phantom: {time.perf_counter() - t0:.1f} s, {phantom.labels.shape}, {phantom.values['deformation']}"
     )
-    centre = np.argwhere(phantom.labels > 0).mean(0)
+    centre = np.argwhere(phantom.labels > 0).mean(0) + np.array([0, 0, 8])  # axial above the orbits
     versions = [
         ("MPRAGE 1 mm", make_sequence("mprage"), None),
         ("FSE PDw, 5 mm axial", make_sequence("fse", tr_s=3.0, te_s=0.015), thick_slices(5.0, 2, 1.0, 0.9)),

@@ -101,6 +101,7 @@ def test_coverage_and_gamma():
     assert bottom_cut[40:].all() and not bottom_cut[:39].any()
     image = torch.tensor([0.0, 0.25, 1.0])
     assert torch.allclose(apply_gamma(image, 2.0), torch.tensor([0.0, 0.0625, 1.0]))
+    assert torch.allclose(apply_gamma(image, 1.0, window=0.5), torch.tensor([0.0, 0.5, 1.0]))  # saturated
 
 
 def test_bad_acquisitions_are_refused():

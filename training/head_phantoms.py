@@ -129,7 +129,7 @@ def acquire_crop(
         keep = coverage_mask(z, 0.0, float(head_shape[2] - 1), acq.coverage)
         image = image * keep
         labels = labels * keep.to(labels.dtype)
-    return apply_gamma(image.clamp(0, 1), acq.gamma), labels, acq.to_dict()
+    return apply_gamma(image.clamp(0, 1), acq.gamma, acq.window), labels, acq.to_dict()
 
 
 class HeadPatchMaker(PatchMaker):
@@ -184,7 +184,7 @@ class HeadViewMaker(ViewMaker):
         gen = torch.Generator().manual_seed(seed + 2)
         prior = self.head.acquisition_prior()
         acq = draw_acquisition(gen, prior.__class__(**{**prior.__dict__, "coverage_prob": 0.0}))
-        degraded = apply_gamma(acquire(spatial, acq).clamp(0, 1), acq.gamma)
+        degraded = apply_gamma(acquire(spatial, acq).clamp(0, 1), acq.gamma, acq.window)
         return zscore(apply(self.intensity, degraded).float()), target
 
     def pair(self, subject: HeadSubject, seed: int) -> dict:
@@ -252,7 +252,7 @@ def whole_head_image(phantom, seed: int, *, sequence=None, acquisition=None):
             z = torch.arange(image.shape[-1], dtype=torch.float32)
             keep = coverage_mask(z, 0.0, float(image.shape[-1] - 1), acquisition.coverage)
             image, labels = image * keep, labels * keep.to(labels.dtype)
-        image = apply_gamma(image.clamp(0, 1), acquisition.gamma)
+        image = apply_gamma(image.clamp(0, 1), acquisition.gamma, acquisition.window)
     return image, labels
 
 

@@ -28,6 +28,7 @@ class Acquisition:
     profile). `gap_mm`: gap between slices (slice spacing = thickness + gap). `offset`: where the first
     slice lies, as a fraction of the spacing. `coverage`: ("top"|"bottom", kept fraction) of the head along
     the superior-inferior axis, or None. `gamma`: intensity non-linearity applied to the [0, 1] image.
+    `window` < 1: the top of the range is clipped (scanner windowing or 8-bit exports saturate fat).
     """
 
     resolution_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -37,6 +38,7 @@ class Acquisition:
     offset: float = 0.0
     coverage: tuple[str, float] | None = None
     gamma: float = 1.0
+    window: float = 1.0  # display window: image / window, clipped at 1 (saturates fat as windowed exports do)
 
     def __post_init__(self):
         if self.profile not in PROFILES:
@@ -47,8 +49,8 @@ class Acquisition:
             raise ParameterError(
                 f"resolution {self.resolution_mm} mm / gap {self.gap_mm} mm must be > 0 / >= 0"
             )
-        if self.gamma <= 0:
-            raise ParameterError(f"gamma {self.gamma} must be > 0")
+        if self.gamma <= 0 or not 0 < self.window <= 1:
+            raise ParameterError(f"gamma {self.gamma} / window {self.window} must be > 0 / in (0, 1]")
 
     @property
     def thickness_mm(self) -> float:
@@ -69,6 +71,8 @@ class Acquisition:
 
 def thick_slices(thickness_mm: float, axis: int = 2, gap_mm: float = 0.0, inplane_mm: float = 1.0, **kw):
     """A 2D multi-slice acquisition: `thickness_mm` slices along `axis`, `inplane_mm` in-plane."""
+    if axis not in (0, 1, 2):
+        raise ParameterError(f"slice axis {axis} is not 0, 1 or 2")
     resolution = [inplane_mm] * 3
     resolution[axis] = thickness_mm
     return Acquisition(tuple(resolution), axis, gap_mm, **kw)
@@ -92,6 +96,8 @@ class AcquisitionPrior:
     coverage_kept: tuple[float, float] = (0.55, 0.9)
     gamma_log_sd: float = 0.3
     gamma_prob: float = 0.8
+    window_prob: float = 0.3
+    window: tuple[float, float] = (0.5, 1.0)
 
 
 def draw_acquisition(gen: torch.Generator, prior: AcquisitionPrior | None = None) -> Acquisition:
@@ -102,11 +108,12 @@ def draw_acquisition(gen: torch.Generator, prior: AcquisitionPrior | None = None
         gamma = float(
             math.exp(max(-0.7, min(0.7, prior.gamma_log_sd * float(torch.randn((), generator=gen)))))
         )
+    window = _uniform(gen, *prior.window) if _uniform(gen, 0, 1) < prior.window_prob else 1.0
     coverage = None
     if _uniform(gen, 0, 1) < prior.coverage_prob:
         coverage = ("top" if _uniform(gen, 0, 1) < 0.5 else "bottom", _uniform(gen, *prior.coverage_kept))
     if _uniform(gen, 0, 1) >= prior.clinical_prob:
-        return Acquisition(coverage=coverage, gamma=gamma)
+        return Acquisition(coverage=coverage, gamma=gamma, window=window)
     axis = min(2, int(3 * _uniform(gen, 0, 1)))
     thickness = _uniform(gen, *prior.thickness_mm)
     gap = thickness * _uniform(gen, *prior.gap_fraction) if _uniform(gen, 0, 1) < prior.gap_prob else 0.0
@@ -121,6 +128,7 @@ def draw_acquisition(gen: torch.Generator, prior: AcquisitionPrior | None = None
         offset=_uniform(gen, 0, 1),
         coverage=coverage,
         gamma=gamma,
+        window=window,
     )
 
 
@@ -181,8 +189,10 @@ def acquire(image: torch.Tensor, acq: Acquisition) -> torch.Tensor:
     return out.contiguous()
 
 
-def apply_gamma(image01: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Intensity non-linearity of an image in [0, 1]."""
+def apply_gamma(image01: torch.Tensor, gamma: float, window: float = 1.0) -> torch.Tensor:
+    """Intensity non-linearity of an image in [0, 1]: clip at `window`, rescale, then the power `gamma`."""
+    if window < 1.0:
+        image01 = (image01 / window).clamp(max=1.0)
     return image01 if gamma == 1.0 else image01.clamp(min=0.0).pow(gamma)
 
 
