@@ -77,7 +77,7 @@ CLASS_OF_KIND = torch.tensor([KIND_CLASS.get(k, 0) for k in KINDS], dtype=torch.
 # 506 eyes, 507 soft tissue of face and neck (muscle, split per sample into muscle and fat), 508 orbital
 # tissue behind the eyes (extra-ocular muscles), 509 nasal turbinates (mucosa), 511 outermost layer
 # (scalp: fat and skin), 512 spinal cord, 514 dura and venous sinuses, 515 skull (bone; its deep part
-# becomes diploë marrow), 516 fatty tissue and marrow of the skull base and vertebrae, 530 optic nerves.
+# becomes diploë marrow), 516 bone marrow of vault, skull base, mandible and vertebrae, 530 optic nerves.
 FS_LABELS: dict[int, str] = {
     0: "air",  # outside the head and the air of sinuses, nasal cavity, pharynx and mastoids
     2: "wm", 41: "wm", 77: "wm", 85: "wm", 25: "wm", 57: "wm",  # 77/25/57: WM hypo-intensities, lesions
