@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", default="benchmarks/results/head_phantoms_qc.png")
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--patches", type=int, default=6, help="training patches to show (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -85,6 +86,34 @@ def main() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=60)
     print(f"written {args.output}")
+    if args.patches:
+        _patches(args, plt)
+
+
+def _patches(args, plt) -> None:
+    """Training patches as the network sees them (z-scored image; labels as contours), middle slice of each
+    axis, with the draw (contrast, slice thickness and axis)."""
+    from seqinv.physics.anatomy import load_anatomy
+    from training.head_phantoms import HeadPatchMaker, HeadSubject
+
+    subject = HeadSubject("qc", load_anatomy(args.map, args.label_maps, args.cache_dir))
+    maker = HeadPatchMaker("ixi", 96)
+    fig, axes = plt.subplots(args.patches, 3, figsize=(6, 2 * args.patches))
+    for row, seed in zip(axes, range(args.patches), strict=True):
+        sample = maker.sample(subject, 1000 + seed)
+        image, labels = sample["image"][0].numpy(), sample["label"][0].numpy()
+        for axis, ax in enumerate(row):
+            index = [slice(None)] * 3
+            index[axis] = 48
+            ax.imshow(image[tuple(index)].T[::-1], cmap="gray", vmin=-2, vmax=3)
+            ax.contour(
+                labels[tuple(index)].T[::-1], levels=[0.5, 1.5, 2.5], colors=["r", "y", "c"], linewidths=0.4
+            )
+            ax.axis("off")
+    fig.tight_layout()
+    path = Path(args.output).with_name(Path(args.output).stem + "_patches.png")
+    fig.savefig(path, dpi=60)
+    print(f"written {path}")
 
 
 if __name__ == "__main__":

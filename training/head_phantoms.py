@@ -53,12 +53,15 @@ class HeadSubject:
     name: str
     anatomy: object
     brain: torch.Tensor = field(repr=False, default=None)
+    head: torch.Tensor = field(repr=False, default=None)
     labels: None = None  # no fixed label volume: every sample renders its own (PatchMaker duck typing)
     lesion: None = None
 
     def __post_init__(self):
         if self.brain is None:
             self.brain = self.anatomy.brain_mask()
+        if self.head is None:
+            self.head = self.anatomy.kinds > 0  # not air
 
 
 def head_pool(count: int, folder: str = "", cache_dir=None) -> list[HeadSubject]:
@@ -73,16 +76,16 @@ def head_pool(count: int, folder: str = "", cache_dir=None) -> list[HeadSubject]
 
 
 def _crop_start(subject: HeadSubject, deformation, size: int, gen, focus: float) -> list[int]:
-    """Output-box corner: centred on a random brain voxel (mapped through the inverse affine) with
-    probability `focus`, else anywhere in the head's extent."""
-    shape = subject.anatomy.shape
-    if float(torch.rand((), generator=gen)) < focus:
-        voxel = _random_voxel(subject.brain, gen)
-        if voxel is not None:
-            src = np.asarray(voxel, dtype=np.float64) - deformation.centre
-            centre = deformation.centre + np.linalg.solve(deformation.matrix, src)
-            return [int(round(c)) - size // 2 for c in centre]
-    return [int(torch.randint(max(1, n), (1,), generator=gen)) - size // 2 for n in shape]
+    """Output-box corner: centred on a random brain voxel with probability `focus`, else on a random voxel
+    of the head (neck, face, skull: the crop still reaches into the air around it), mapped through the
+    inverse affine."""
+    mask = subject.brain if float(torch.rand((), generator=gen)) < focus else subject.head
+    voxel = _random_voxel(mask, gen)
+    if voxel is None:
+        voxel = [n // 2 for n in subject.anatomy.shape]
+    src = np.asarray(voxel, dtype=np.float64) - deformation.centre
+    centre = deformation.centre + np.linalg.solve(deformation.matrix, src)
+    return [int(round(c)) - size // 2 for c in centre]
 
 
 def render_crop(subject: HeadSubject, gen: torch.Generator, size: int, cfg: HeadSampling, kinds=None) -> dict:
