@@ -85,6 +85,7 @@ def main() -> None:
     fig.tight_layout()
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=60)
+    _shrink(args.output)
     print(f"written {args.output}")
     if args.patches:
         _patches(args, plt)
@@ -113,7 +114,15 @@ def _patches(args, plt) -> None:
     fig.tight_layout()
     path = Path(args.output).with_name(Path(args.output).stem + "_patches.png")
     fig.savefig(path, dpi=60)
+    _shrink(path)
     print(f"written {path}")
+
+
+def _shrink(path) -> None:
+    """Re-save as a 64-colour palette PNG (a few times smaller; slices are grey, contours three colours)."""
+    from PIL import Image
+
+    Image.open(path).convert("RGB").quantize(64).save(path, optimize=True)
 
 
 if __name__ == "__main__":
