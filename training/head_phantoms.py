@@ -88,7 +88,7 @@ def _crop_start(subject: HeadSubject, deformation, size: int, gen, focus: float)
     return [int(round(c)) - size // 2 for c in centre]
 
 
-def render_crop(subject: HeadSubject, gen: torch.Generator, size: int, cfg: HeadSampling, kinds=None) -> dict:
+def render_crop(subject: HeadSubject, gen: torch.Generator, size: int, cfg: HeadSampling) -> dict:
     """One virtual subject's size³ crop before acquisition: maps, kinds, labels, the box and the record."""
     from seqinv.physics.anatomy import draw_deformation, render
 
@@ -184,9 +184,11 @@ class HeadViewMaker(ViewMaker):
         seed_transforms(self.intensity, seed + 1)
         spatial = apply(self.spatial, {"image": image[None]})["image"]
         target = spatial.clone()
+        import dataclasses
+
         gen = torch.Generator().manual_seed(seed + 2)
-        prior = self.head.acquisition_prior()
-        acq = draw_acquisition(gen, prior.__class__(**{**prior.__dict__, "coverage_prob": 0.0}))
+        # no coverage cut: a blank slab would only teach the reconstruction head to paint the target
+        acq = draw_acquisition(gen, dataclasses.replace(self.head.acquisition_prior(), coverage_prob=0.0))
         degraded = apply_gamma(acquire(spatial, acq).clamp(0, 1), acq.gamma, acq.window)
         return zscore(apply(self.intensity, degraded).float()), target
 

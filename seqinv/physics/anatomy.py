@@ -562,7 +562,8 @@ def make_head_phantom(
     """A whole-head phantom (`seqinv.physics.phantom.Phantom`) from label map `which` (number or file).
 
     The grid is the head's bounding box plus `pad` voxels (room for the deformation), 1 mm RAS.
-    `.values` holds the record of the draws (deformation, partial volume).
+    `.values` holds the record of the draws (deformation, partial volume) and `"kinds"`, the uint8 kind
+    volume (for random-contrast images, `kinds_to_random_image`).
     """
     from seqinv.physics.phantom import Phantom
 
