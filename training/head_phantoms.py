@@ -275,8 +275,9 @@ def held_out_protocols() -> list[tuple[str, object, object]]:
 
 
 def head_phantom_cases(task: str, crop: int = 0, folder: str = "", cache_dir=None) -> list:
-    """Evaluation cases from the held-out label maps (`HELD_OUT_MAPS`, seed `HELD_OUT_SEED`): every protocol
-    of `held_out_protocols`. Tissue and denoising tasks only (these heads have no lesions)."""
+    """Evaluation cases from the held-out label maps (`HELD_OUT_MAPS`) as they are (no deformation or atrophy;
+    tissue values, texture and partial volume from `HELD_OUT_SEED`): every protocol of `held_out_protocols`.
+    Tissue and denoising tasks only (these heads have no lesions)."""
     from seqinv.physics.anatomy import HELD_OUT_MAPS, make_head_phantom
     from seqinv.physics.phantom import HELD_OUT_SEED
     from training.evaluate import EvalCase
@@ -285,7 +286,9 @@ def head_phantom_cases(task: str, crop: int = 0, folder: str = "", cache_dir=Non
         return []
     cases = []
     for number in HELD_OUT_MAPS:
-        phantom = make_head_phantom(number, HELD_OUT_SEED, folder=folder or None, cache_dir=cache_dir)
+        phantom = make_head_phantom(
+            number, HELD_OUT_SEED, folder=folder or None, cache_dir=cache_dir, deform=False
+        )
         affine = np.asarray(phantom.affine, dtype=float)
         box = None
         if crop > 0:
