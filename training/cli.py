@@ -20,7 +20,13 @@ HELP = {
     "phantom": "Train on the built-in head phantoms (seqinv.physics.phantom) instead of data on disk.",
     "maps": "Folder of qMRI maps (PD, R1, R2s, MT, optional R2), or of one such sub-folder per subject.",
     "data": "IXI-style folder (task ixi/denoise) or BIDS-style ARC folder (task arc); see docs/training.md.",
-    "phantoms": "Number of phantoms in the training pool (built once, cached on disk).",
+    "phantoms": "Number of phantoms in the training pool (built once, cached on disk); synthseg: label maps "
+    "(at most 16).",
+    "phantom_source": "Phantoms: icbm (ICBM152-based, cached) or synthseg (whole heads from SynthSeg's label "
+    "maps, a new subject, contrast and acquisition per sample; docs/physics.md).",
+    "label_maps": "synthseg: folder of training_seg_01..18.nii.gz (default $SEQINV_LABEL_MAPS).",
+    "random_contrast": "synthseg: share of samples with random per-tissue intensities instead of physics.",
+    "clinical": "synthseg: share of samples acquired with thick slices (1-7 mm, random axis, gaps).",
     "preset": "Encoder size: tiny (tests), lite (bundled CPU models), mini (0.9 M), small (3.5 M), "
     "paper (40.6 M).",
     "pooling": "How h is pooled from the last map for NT-Xent: mean (paper) or max (bundled encoders).",

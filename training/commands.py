@@ -51,6 +51,12 @@ def evaluate_command(
         help="Lesion models: tissue model whose brain bounds the lesion calls, as in `seqinv segment "
         "--task arc` ('none': no mask).",
     ),
+    label_maps: str = typer.Option(
+        "",
+        "--label-maps",
+        help="--phantom: also the held-out whole-head phantoms (SynthSeg maps 17, 18: 1 mm, thick-slice and "
+        "random contrast) from this folder (default $SEQINV_LABEL_MAPS; neither: ICBM phantom only).",
+    ),
 ) -> None:
     """Dice, HD95 (mm) and PSNR per contrast and site; Markdown table with the models side by side."""
     from training.options import require_train_extra
@@ -59,7 +65,14 @@ def evaluate_command(
     from training.evaluate import run_evaluate
 
     result = run_evaluate(
-        model, output, phantom=phantom, data=data, sigma=sigma, crop=crop, brain_model=brain_model
+        model,
+        output,
+        phantom=phantom,
+        data=data,
+        sigma=sigma,
+        crop=crop,
+        brain_model=brain_model,
+        label_maps=label_maps,
     )
     typer.echo(result["table"])
     typer.echo(f"written: {', '.join(result['paths'].values())}")

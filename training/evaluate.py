@@ -137,6 +137,60 @@ def load_cases(folder: str | Path, task: str) -> list[EvalCase]:
     return cases
 
 
+def _head_cases(task: str, crop: int, label_maps: str) -> list[EvalCase]:
+    """The held-out whole-head phantoms when a label-map folder is known."""
+    import os
+
+    from seqinv.physics.anatomy import LABEL_MAPS_ENV
+
+    if not (label_maps or os.environ.get(LABEL_MAPS_ENV)):
+        return []
+    return head_phantom_cases(task, crop, label_maps)
+
+
+def held_out_protocols() -> list[tuple[str, object, object]]:
+    """(contrast name, sequence or None for random contrast, acquisition or None) of the held-out heads:
+    the four protocols of the ICBM phantom evaluation at 1 mm, thick-slice T2w and FLAIR, random contrast."""
+    from seqinv.physics.acquisition import thick_slices
+
+    protocols = [(name, seq, None) for name, seq in phantom_protocols().items()]
+    protocols.append(("T2w-5mm-axial", phantom_protocols()["T2w"], thick_slices(5.0, 2, 1.0, 0.9)))
+    protocols.append(("FLAIR-6mm-coronal", phantom_protocols()["FLAIR"], thick_slices(6.0, 1, 0.0, 1.0)))
+    protocols.append(("random", None, None))
+    return protocols
+
+
+def head_phantom_cases(task: str, crop: int = 0, folder: str = "", cache_dir=None) -> list:
+    """Evaluation cases from the held-out label maps (`HELD_OUT_MAPS`) as they are (no deformation or atrophy;
+    tissue values, texture and partial volume from `HELD_OUT_SEED`): every protocol of `held_out_protocols`.
+    Tissue and denoising tasks only (these heads have no lesions)."""
+    from seqinv.physics.anatomy import HELD_OUT_MAPS, make_head_phantom
+    from seqinv.physics.phantom import HELD_OUT_SEED
+    from training.head_phantoms import whole_head_image
+
+    if task == "arc":
+        return []
+    cases = []
+    for number in HELD_OUT_MAPS:
+        phantom = make_head_phantom(
+            number, HELD_OUT_SEED, folder=folder or None, cache_dir=cache_dir, deform=False
+        )
+        affine = np.asarray(phantom.affine, dtype=float)
+        box = None
+        if crop > 0:
+            centre = np.argwhere(phantom.labels > 0).mean(0).round().astype(int)
+            box = tuple(slice(max(0, c - crop // 2), max(0, c - crop // 2) + crop) for c in centre)
+            shift = np.eye(4)
+            shift[:3, 3] = [b.start for b in box]
+            affine = affine @ shift
+        for i, (name, sequence, acq) in enumerate(held_out_protocols()):
+            image, labels = whole_head_image(phantom, HELD_OUT_SEED + i, sequence=sequence, acquisition=acq)
+            if box is not None:
+                image, labels = image[box], labels[box]
+            cases.append(EvalCase(f"synthseg-{number:02d}", name, "head-phantom", image, labels, affine))
+    return cases
+
+
 def evaluate_model(
     model, cases: Iterable[EvalCase], sigma: float = EVAL_SIGMA, seed: int = 0, brain_model=None
 ) -> list[dict]:
@@ -280,6 +334,7 @@ def run_evaluate(
     sigma: float = EVAL_SIGMA,
     crop: int = 0,
     brain_model: str = "ixi",
+    label_maps: str = "",
 ) -> dict:
     """Evaluate each model on the phantom protocols (or a test folder) and write CSV + Markdown.
 
@@ -297,7 +352,10 @@ def run_evaluate(
     for label, path in parse_models(models):
         model = SeqInvUNet.from_pretrained(path)
         task = task_of(model)
-        cases = phantom_cases(task, crop) if phantom else load_cases(data, task)
+        if phantom:
+            cases = phantom_cases(task, crop) + _head_cases(task, crop, label_maps)
+        else:
+            cases = load_cases(data, task)
         if task == "arc" and brain_model != "none" and brain is None:  # loaded once for all lesion models
             from seqinv.inference import load_task_model
 

@@ -116,7 +116,11 @@ def start_from(unet, name_or_path: str, with_encoder: bool = False) -> None:
 
 
 def build_subjects(opts: FinetuneOptions):
-    if opts.phantom:
+    if opts.phantom and opts.phantom_source == "synthseg":
+        from training.head_phantoms import head_subjects
+
+        subjects, desc = head_subjects(opts, Path(opts.cache_dir) if opts.cache_dir else default_cache_dir())
+    elif opts.phantom:
         cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
         subjects = phantom_pool(opts.phantoms, lesion=opts.task == "arc", cache_dir=cache)
         kinds = opts.sequences or "all kinds"
@@ -160,13 +164,20 @@ def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool =
         model, params, optimizer, scheduler, start_step, before = loop.prepare_training(unet, opts, info, out)
 
         noise = NoiseConfig(opts.sigma_min, opts.sigma_max, opts.rician_prob)
-        maker = PatchMaker(
+        maker_cls, head = PatchMaker, {}
+        if opts.phantom and opts.phantom_source == "synthseg":
+            from training.head_phantoms import HeadPatchMaker as maker_cls
+            from training.head_phantoms import head_sampling
+
+            head = {"head": head_sampling(opts)}
+        maker = maker_cls(
             opts.task,
             opts.patch_size,
             AugmentConfig.finetune(),
             noise,
             device=data_device,
             kinds=sequence_kinds(opts.sequences),
+            **head,
         )
         data = loop.batches(
             PatchDataset(subjects, maker, opts.seed),

@@ -28,6 +28,10 @@ class PretrainOptions:
     phantom: bool = False
     maps: str = ""  # folder of qMRI subjects (instead of --phantom)
     phantoms: int = 16  # size of the phantom pool
+    phantom_source: str = "icbm"  # icbm (ICBM152) | synthseg (training/head_phantoms.py)
+    label_maps: str = ""  # folder of SynthSeg label maps (default: $SEQINV_LABEL_MAPS)
+    random_contrast: float = 0.3  # synthseg: share of random-contrast samples
+    clinical: float = 0.5  # synthseg: share of thick-slice (clinical) acquisitions
     preset: str = "small"
     pooling: str = "mean"  # mean (the paper's) or max: see docs/training.md
     patch_size: int = 64
@@ -68,6 +72,7 @@ class PretrainOptions:
         if self.batch_size < 2:
             raise ParameterError(f"--batch-size {self.batch_size}: NT-Xent needs >= 2 pairs for negatives")
         check_data_device(self)
+        check_phantom_source(self)
 
 
 def require_train_extra() -> None:
@@ -87,6 +92,27 @@ def check_data_device(opts) -> None:
         raise ParameterError(f"--data-device {opts.data_device!r} is not one of cpu, cuda")
     if opts.data_device == "cuda" and opts.workers:
         raise ParameterError("--data-device cuda generates samples in the training process: use --workers 0")
+
+
+PHANTOM_SOURCES = ("icbm", "synthseg")
+
+
+def check_phantom_source(opts) -> None:
+    """The head-phantom options (training/head_phantoms.py): valid source, rates in [0, 1]."""
+    from seqinv.errors import ParameterError
+
+    if opts.phantom_source not in PHANTOM_SOURCES:
+        raise ParameterError(
+            f"--phantom-source {opts.phantom_source!r} is not one of {', '.join(PHANTOM_SOURCES)}"
+        )
+    for name in ("random_contrast", "clinical"):
+        if not 0.0 <= getattr(opts, name) <= 1.0:
+            raise ParameterError(f"--{name.replace('_', '-')} {getattr(opts, name)}: a rate in [0, 1]")
+    if opts.phantom_source == "synthseg":
+        if opts.data_device == "cuda":
+            raise ParameterError("--phantom-source synthseg renders on the CPU: use --data-device cpu")
+        if getattr(opts, "task", "") == "arc":
+            raise ParameterError("--phantom-source synthseg has no lesions yet; use --phantom-source icbm")
 
 
 def sequence_kinds(text: str) -> tuple[str, ...] | None:
@@ -133,6 +159,10 @@ class FinetuneOptions:
     phantom: bool = False
     data: str = ""  # IXI-style or BIDS-style ARC folder (see docs/training.md)
     phantoms: int = 16
+    phantom_source: str = "icbm"  # icbm (ICBM152) | synthseg (training/head_phantoms.py)
+    label_maps: str = ""  # folder of SynthSeg label maps (default: $SEQINV_LABEL_MAPS)
+    random_contrast: float = 0.3  # synthseg: share of random-contrast samples
+    clinical: float = 0.5  # synthseg: share of thick-slice (clinical) acquisitions
     label_fraction: float = 100.0
     sequences: str = ""  # comma-separated sequence kinds to simulate (seqinv.physics.priors); "": all
     patch_size: int = 64
@@ -174,6 +204,7 @@ class FinetuneOptions:
             if getattr(self, name) < 1:
                 raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
         check_data_device(self)
+        check_phantom_source(self)
         check_sequences(self)
         if self.dropout >= 1.0:
             raise ParameterError(f"--dropout {self.dropout}: must be < 1 (negative: the encoder's)")

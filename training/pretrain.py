@@ -51,6 +51,10 @@ def pretrain_loss(net, batch: dict, temperature: float) -> tuple[torch.Tensor, d
 
 
 def build_subjects(opts: PretrainOptions):
+    if opts.phantom and opts.phantom_source == "synthseg":
+        from training.head_phantoms import head_subjects
+
+        return head_subjects(opts, Path(opts.cache_dir) if opts.cache_dir else default_cache_dir())
     if opts.phantom:
         cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
         return phantom_pool(opts.phantoms, cache_dir=cache), f"{opts.phantoms} built-in phantoms"
@@ -91,7 +95,12 @@ def run_pretrain(opts: PretrainOptions, command: str = "", show_progress: bool =
 
         aug = dataclasses.replace(AugmentConfig.pretrain(), elastic_prob=0.3 if opts.elastic else 0.0)
         subjects, data_device = place_pool(subjects, opts.data_device, info.device)
-        maker = ViewMaker(opts.strategy, opts.patch_size, aug, device=data_device)
+        if opts.phantom and opts.phantom_source == "synthseg":
+            from training.head_phantoms import HeadViewMaker, head_sampling
+
+            maker = HeadViewMaker(opts.strategy, opts.patch_size, aug, head=head_sampling(opts))
+        else:
+            maker = ViewMaker(opts.strategy, opts.patch_size, aug, device=data_device)
         dataset = PretrainDataset(subjects, maker, opts.seed)
         data = loop.batches(dataset, start_step, opts.steps, opts.batch_size, info, opts.workers)
         history = loop.run_loop(

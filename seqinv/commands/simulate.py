@@ -49,7 +49,7 @@ def _single_sequence(name: str, options: dict[str, float | None], extra: dict[st
 
 
 def _outputs(output: Path, sequences, random: int) -> list[Path]:
-    names = [s.name for s in sequences]
+    names = [s.name if s is not None else "random" for s in sequences]
     is_file = output.name.lower().endswith(_NIFTI)
     if random:
         if is_file or output.is_file():
@@ -99,10 +99,36 @@ def register(app: typer.Typer) -> None:
         clean: bool = typer.Option(
             False, "--clean", help="Set NaN voxels to 0 and clip negative map values."
         ),
+        label_map: str = typer.Option(
+            None,
+            "--label-map",
+            help="With --phantom: a whole-head phantom from a SynthSeg label map (a number 1-18 or a file; "
+            "17 and 18 are held out of training). Also writes phantom_labels.nii.gz.",
+        ),
+        label_maps: str = typer.Option(
+            None, "--label-maps", help="Folder of training_seg_01..18.nii.gz (default $SEQINV_LABEL_MAPS)."
+        ),
+        contrast: str = typer.Option(
+            "physics", "--contrast", help="physics (sequences) or random (random intensity per tissue)."
+        ),
+        slice_mm: float = typer.Option(0.0, "--slice-mm", help="Slice thickness in mm (0: 1 mm 3D)."),
+        slice_axis: str = typer.Option("z", "--slice-axis", help="Slice axis: x|y|z (sag|cor|ax)."),
+        gap_mm: float = typer.Option(0.0, "--gap-mm", help="Gap between slices in mm."),
+        inplane_mm: float = typer.Option(1.0, "--inplane-mm", help="In-plane resolution in mm (0.6-1.5)."),
+        profile: str = typer.Option("gaussian", "--profile", help="Slice profile: gaussian or box."),
     ) -> None:
         """Simulate MRI contrasts (physical signal, receive gain 1) with a JSON sidecar of the parameters."""
         if phantom == (maps_dir is not None):
             raise ParameterError("give either MAPS_DIR or --phantom (exactly one)")
+        from seqinv.commands.simulate_head import CONTRASTS, acquisition_from_options
+
+        if contrast not in CONTRASTS:
+            raise ParameterError(f"--contrast {contrast!r} is not one of {', '.join(CONTRASTS)}")
+        if contrast == "random" and label_map is None:
+            raise ParameterError("--contrast random needs a tissue map: add --phantom --label-map N")
+        if label_map is not None and not phantom:
+            raise ParameterError("--label-map builds a phantom: use it with --phantom, not MAPS_DIR")
+        acquisition = acquisition_from_options(slice_mm, slice_axis, gap_mm, inplane_mm, profile)
         if not 0 <= random <= MAX_RANDOM:
             raise ParameterError(f"--random {random} is outside [0, {MAX_RANDOM}]")
         import torch
@@ -111,7 +137,9 @@ def register(app: typer.Typer) -> None:
         from seqinv.physics import simulate
         from seqinv.physics.priors import draw_sequence
 
-        if random:
+        if contrast == "random":
+            sequences = [None] * max(1, random)
+        elif random:
             if any(v is not None for v in (tr, te, ti, flip)) or set_:
                 raise ParameterError("--random draws every parameter; drop --tr/--te/--ti/--flip/--set")
             generator = torch.Generator().manual_seed(seed)
@@ -126,7 +154,13 @@ def register(app: typer.Typer) -> None:
             sequences = [_single_sequence(sequence, options, _parse_set(set_))]
         targets = _outputs(output, sequences, random)
 
-        if phantom:
+        head = None
+        if label_map is not None:
+            from seqinv.commands.simulate_head import head_phantom
+
+            head, source = head_phantom(label_map, label_maps, seed)
+            maps = head.maps
+        elif phantom:
             from seqinv.physics.phantom import make_phantom
 
             maps, source = make_phantom(seed).maps, {"phantom_seed": seed}
@@ -139,11 +173,21 @@ def register(app: typer.Typer) -> None:
 
         targets[0].parent.mkdir(parents=True, exist_ok=True)
         with torch.no_grad():
-            for seq, target in zip(sequences, targets, strict=True):
-                image = simulate(maps, seq).numpy()
-                write_volume(target, image, maps.affine, dtype="float32")
+            for i, (seq, target) in enumerate(zip(sequences, targets, strict=True)):
+                if seq is None:
+                    from seqinv.commands.simulate_head import random_contrast_image
+
+                    image = random_contrast_image(head, seed * 10_007 + i)
+                else:
+                    image = simulate(maps, seq)
+                if acquisition is not None:
+                    from seqinv.physics.acquisition import acquire
+
+                    image = acquire(image.float(), acquisition)
+                write_volume(target, image.numpy(), maps.affine, dtype="float32")
                 record = {
-                    "sequence": seq.to_dict(),
+                    "sequence": seq.to_dict() if seq is not None else {"contrast": "random"},
+                    "acquisition": None if acquisition is None else acquisition.to_dict(),
                     "source": source,
                     "receive": 1.0,
                     "units": {
@@ -155,4 +199,8 @@ def register(app: typer.Typer) -> None:
                     "seqinv_version": __version__,
                 }
                 _write_json(_sidecar(target), record)
-                typer.echo(f"{target}  {seq.to_dict()}")
+                typer.echo(f"{target}  {record['sequence']}")
+        if head is not None:
+            from seqinv.commands.simulate_head import write_labels
+
+            typer.echo(f"labels: {write_labels(targets[0].parent, head)}")

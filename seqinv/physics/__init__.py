@@ -1,7 +1,8 @@
 """qMRI → MRI signal physics: maps, sequence dataclasses, closed-form signal equations, noise.
 
-Submodules `priors` (training protocol priors), `phantom` (ICBM152 head phantoms) and `maps_io`
-(reading qMRI folders) are imported on demand.
+Submodules `priors` (training protocol priors), `phantom` (ICBM152 head phantoms), `anatomy` (whole-head
+phantoms from SynthSeg label maps), `acquisition` (thick slices, coverage, gamma) and `maps_io` (reading
+qMRI folders) are imported on demand.
 """
 
 from seqinv.physics.maps import R2_FROM_R2S_RATIO, QMRIMaps
