@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def parse_args(argv):
@@ -54,7 +53,7 @@ def main(argv=None) -> dict:
         profile=args.profile,
     )
     result = run_real(options)
-    print(Path(result["paths"]["table"]).read_text(encoding="utf-8"))
+    print(result["table"])
     print("written: " + ", ".join(result["paths"].values()))
     return result
 

@@ -240,3 +240,34 @@ def test_options_reject_unknown_methods(tmp_path):
     with pytest.raises(InputError, match="no such folder"):
         options_from(str(tmp_path / "missing"), str(tmp_path))
     assert options_from(str(tmp_path), str(tmp_path), denoise_model="none").denoise_model is None
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--real", "no/such/folder"], "--real no/such/folder: no such folder"),
+        (["--real", ".", "--phantom"], "exactly one test source"),
+    ],
+)
+def test_evaluate_real_bad_input_is_one_error_line(tmp_path, args, expected):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "seqinv", "evaluate", *args, "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_real_folder_without_known_scans_is_an_error(tmp_path):
+    from seqinv.errors import InputError
+    from training.realbench.run import find_scans
+
+    with pytest.raises(InputError, match="holds none of the benchmark's scans"):
+        find_scans(tmp_path, tmp_path / "cache")

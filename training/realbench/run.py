@@ -116,6 +116,7 @@ def build_references(scans: dict[str, Scan]) -> None:
     """Masks first (chris_PD and T2w borrow another scan's), then tissue references."""
     for scan in sorted(scans.values(), key=lambda s: ":" in s.spec.mask):
         spec, volume = scan.spec, scan.volume
+        log(f"  reference mask {spec.name}: {MASK_RECIPES[spec.mask]}")
         if spec.mask == "deepbet":
             scan.mask = scan.cache.array("mask_deepbet", lambda v=volume: deepbet_mask(v.path, v.shape)) > 0
         elif spec.mask == "nonzero":
@@ -130,6 +131,7 @@ def build_references(scans: dict[str, Scan]) -> None:
     for scan in scans.values():
         if scan.spec.tissue and scan.mask is not None:
             v, m = scan.volume, scan.mask
+            log(f"  tissue reference {scan.spec.name}: Atropos")
             scan.tissue = scan.cache.array("atropos", lambda v=v, m=m: atropos_labels(v.data, v.affine, m))
             scan.kmeans = kmeans_labels(v.data, m)
 
@@ -372,7 +374,8 @@ def run_real(options: RealOptions) -> dict:
     context = {"scans": scans, "models": models, "times": times, "cache": (str(cache_root), hits, misses)}
     context["options"] = options
     paths = write_report(seg_rows_, den_rows, context, output)
-    return {"rows": seg_rows_, "denoise_rows": den_rows, "paths": paths, "times": times}
+    table = Path(paths["table"]).read_text(encoding="utf-8")
+    return {"rows": seg_rows_, "denoise_rows": den_rows, "paths": paths, "times": times, "table": table}
 
 
 def options_from(
@@ -412,3 +415,20 @@ def options_from(
         slab_mm=slab_mm,
         **kwargs,
     )
+
+
+def run_real_models(real_dir: str, output: str, models: list[str], cache_dir: str | None = None) -> dict:
+    """`seqinv evaluate --real`: each --model (LABEL=NAME or NAME) is used by its task (a tissue model for
+    the segmentation figures, a denoising model for seqinv's denoising rows); none given: ixi and denoise."""
+    from seqinv.errors import ParameterError
+    from seqinv.models.registry import load_model
+    from training.evaluate import parse_models, task_of
+
+    chosen = {"ixi": None, "denoise": None} if models else {"ixi": "ixi", "denoise": "denoise"}
+    for _, path in parse_models(models):
+        task = task_of(load_model(path)[0])
+        if task not in chosen:
+            raise ParameterError(f"--real scores tissue (ixi) and denoising models; {path} is a {task} model")
+        chosen[task] = path
+    options = options_from(real_dir, output, chosen["ixi"], chosen["denoise"], cache_dir=cache_dir)
+    return run_real(options)
