@@ -149,7 +149,8 @@ def markdown(seg_rows, den_rows, context) -> str:
         parts += [
             f"`{model}`: its labels on the whole grid (labels outside the mask count against it); "
             f"`{model} in mask`: both restricted to the mask; `kmeans`: 3-class k-means inside the mask "
-            "(the floor).",
+            "(the floor; Atropos starts from a k-means too, so the two agree by construction more than "
+            "either agrees with the truth).",
             "",
         ]
         keys = [

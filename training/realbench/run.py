@@ -334,6 +334,26 @@ def cached_baseline(cache: Cache, key: str, fn, case) -> tuple[np.ndarray, float
 
 
 # ------------------------------------------------------------------------------------------------ main
+def describe(source) -> str:
+    """Which weights ran (name, where from, weight hash), without the Hub's availability note."""
+    return f"`{source.name}` ({source.kind}, sha256 {source.sha256[:12]})"
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} logical cores"
+
+
 def run_real(options: RealOptions) -> dict:
     import torch
 
@@ -353,7 +373,7 @@ def run_real(options: RealOptions) -> dict:
     seg_rows_, den_rows, models = [], [], {}
     if options.seg_model:
         model, source = load_task_model("ixi", options.seg_model)
-        models["segment"] = source.describe()
+        models["segment"] = describe(source)
         t = time.perf_counter()
         rows, results = seg_rows(scans, model, settings, options.seg_model, output)
         rows += cross_contrast_rows(scans, results, options.seg_model)
@@ -365,7 +385,7 @@ def run_real(options: RealOptions) -> dict:
         model = None
         if options.denoise_model and "seqinv" in options.methods:
             model, source = load_task_model("denoise", options.denoise_model)
-            models["denoise"] = source.describe()
+            models["denoise"] = describe(source)
         den_rows = denoise_rows(scans, model, options)
         times["denoising_s"] = time.perf_counter() - t
     times["total_s"] = time.perf_counter() - start
@@ -373,6 +393,7 @@ def run_real(options: RealOptions) -> dict:
     misses = sum(s.cache.misses for s in scans.values())
     context = {"scans": scans, "models": models, "times": times, "cache": (str(cache_root), hits, misses)}
     context["options"] = options
+    context["machine"] = machine()
     paths = write_report(seg_rows_, den_rows, context, output)
     table = Path(paths["table"]).read_text(encoding="utf-8")
     return {"rows": seg_rows_, "denoise_rows": den_rows, "paths": paths, "times": times, "table": table}
