@@ -271,3 +271,39 @@ def test_real_folder_without_known_scans_is_an_error(tmp_path):
 
     with pytest.raises(InputError, match="holds none of the benchmark's scans"):
         find_scans(tmp_path, tmp_path / "cache")
+
+
+def test_scan_rows_and_report_on_a_hand_made_scan(tmp_path):
+    """A 'scan' whose model labels are the reference shifted by 2 voxels: the figures in the Markdown are
+    the ones computed by hand."""
+    from seqinv.io import Volume
+    from training.realbench.report import markdown
+    from training.realbench.run import SCANS, RealOptions, Scan, scan_rows
+
+    ref = np.zeros((30, 20, 20), np.uint8)
+    ref[5:15, 5:15, 5:15] = 3
+    ref[15:25, 5:15, 5:15] = 2
+    labels = np.roll(ref, 2, axis=0)
+    volume = Volume(data=ref.astype(np.float32), affine=np.diag([2.0, 2.0, 2.0, 1.0]))
+    scan = Scan(SCANS[0], volume, "ab" * 32, Cache(tmp_path, "ab" * 32), mask=ref > 0, tissue=ref)
+    scan.kmeans, scan.labels = ref, labels
+    rows = scan_rows(scan, "ixi")
+    brain = {r["metric"]: r["value"] for r in rows if r["section"] == "brain" and r["model"] == "ixi"}
+    assert brain["dice"] == pytest.approx(2 * 1800 / 4000)  # 18 of 20 layers shared
+    assert brain["outside_5mm_pct"] == 0.0  # 2 layers of 2 mm: 4 mm out
+    assert brain["brain_ml"] == pytest.approx(2000 * 0.008)
+    context = {
+        "scans": {"chris_t1": scan},
+        "models": {"segment": "`ixi`"},
+        "times": {"total_s": 1.0},
+        "cache": (str(tmp_path), 0, 1),
+        "options": RealOptions(str(tmp_path), str(tmp_path)),
+        "machine": "test CPU",
+    }
+    text = markdown(rows, [], context)
+    assert "the yardstick: no seqinv model is trained or tuned on them" in text
+    assert "| chris_t1 | T1w | 2x2x2 | deepbet | 90.0 | 0.0 | 16 | 16 |" in text
+    assert "| chris_t1 kmeans | 100.0 | 100.0 | 100.0 | 100.0 |" in text
+    wm = 2 * 800 / 2000  # WM shifted into 8 of its 10 layers
+    gm = 2 * 800 / 2000
+    assert f"| chris_t1 ixi | 100.0 | {100 * gm:.1f} | {100 * wm:.1f} |" in text
