@@ -5,7 +5,7 @@ beside dipy non-local means and BM4D. A thin script over `training.realbench` (a
     pip install -e ".[bench]"
     python benchmarks/eval_real.py [--real ../shared/data/real-scans] [--output benchmarks/results]
         [--model ixi] [--denoise-model denoise] [--cache-dir DIR] [--threads 1]
-        [--methods seqinv,nlmeans,bm4d] [--protocols gaussian-0.2,rician-3%,rician-8%] [--slab-mm 24]
+        [--methods seqinv,nlmeans,bm4d] [--protocols gaussian-0.2,rician-3%,rician-8%] [--slab-mm 12]
 
 Writes OUTPUT/real_scans.md (every table), real_scans.csv, real_scans_denoise.csv and real_scans/<scan>.png
 (QC montages). References, noisy inputs and baseline outputs are cached per scan file (sha256) under

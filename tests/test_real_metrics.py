@@ -212,11 +212,11 @@ def test_rician_noise_on_air_has_the_rayleigh_mean():
 
 def test_denoise_region_is_a_slab_of_the_asked_thickness_through_the_brain():
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
-    head = box((50, 60, 40), (5, 8, 2), (45, 52, 38))
     brain = box((50, 60, 40), (10, 12, 20), (40, 48, 30))
-    region = dn.denoise_region(affine, head, brain, slab_mm=24.0)
+    region = dn.denoise_region(affine, brain, slab_mm=24.0, margin_mm=4.0)
     assert region[2] == slice(19, 31)  # 12 slices of 2 mm centred on the brain's centroid (slice 24.5)
-    assert region[0] == slice(1, 49) and region[1] == slice(4, 56)  # the head's box + 4 voxels
+    assert region[0] == slice(6, 44) and region[1] == slice(8, 52)  # the brain's box + 4 mm (4 voxels)
+    assert dn.denoise_region(affine, brain, 24.0, margin_mm=40.0)[0] == slice(0, 50)  # clipped to the grid
     assert dn.axial_axis(np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1.0]])) == 1
 
 

@@ -26,7 +26,8 @@ from training.realbench.metrics import psnr_db, ssim_3d
 
 PROTOCOLS = {"gaussian-0.2": ("gaussian", 0.2), "rician-3%": ("rician", 0.03), "rician-8%": ("rician", 0.08)}
 METHODS = ("seqinv", "nlmeans", "bm4d")
-SLAB_MM = 24.0
+SLAB_MM = 12.0
+MARGIN_MM = 10.0
 
 
 @dataclass
@@ -50,22 +51,25 @@ def axial_axis(affine: np.ndarray) -> int:
     return int(np.argmax(np.abs(directions[2])))
 
 
-def denoise_region(affine: np.ndarray, head: np.ndarray, brain: np.ndarray, slab_mm: float = SLAB_MM):
-    """The slab of `slab_mm` axial thickness centred on the brain's centroid, cut in-plane to the head's
-    bounding box (+4 voxels): a tuple of slices."""
+def denoise_region(
+    affine: np.ndarray, brain: np.ndarray, slab_mm: float = SLAB_MM, margin_mm: float = MARGIN_MM
+):
+    """The slab of `slab_mm` axial thickness centred on the brain's centroid, cut in-plane to the brain's
+    bounding box + `margin_mm` (skull and scalp edges stay in, most of the air goes): a tuple of slices."""
     axis = axial_axis(affine)
-    spacing = float(np.linalg.norm(np.asarray(affine)[:3, axis]))
-    n = max(1, int(round(slab_mm / spacing)))
-    centre = float(np.argwhere(brain)[:, axis].mean())
-    start = int(np.clip(round(centre - (n - 1) / 2), 0, head.shape[axis] - n))
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    n = max(1, int(round(slab_mm / spacing[axis])))
+    occupied = np.argwhere(brain)
+    centre = float(occupied[:, axis].mean())
+    start = int(np.clip(round(centre - (n - 1) / 2), 0, brain.shape[axis] - n))
     box = []
-    occupied = np.argwhere(head)
     for a in range(3):
         if a == axis:
             box.append(slice(start, start + n))
         else:
-            lo, hi = occupied[:, a].min() - 4, occupied[:, a].max() + 5
-            box.append(slice(int(max(lo, 0)), int(min(hi, head.shape[a]))))
+            margin = int(round(margin_mm / spacing[a]))
+            lo, hi = occupied[:, a].min() - margin, occupied[:, a].max() + 1 + margin
+            box.append(slice(int(max(lo, 0)), int(min(hi, brain.shape[a]))))
     return tuple(box)
 
 

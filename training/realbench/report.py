@@ -11,8 +11,9 @@ from training.realbench.run import MASK_RECIPES
 
 DENOISE_NOTE = (
     "Each scan is its own clean image; every method sees the same region: a {slab_mm:g} mm axial slab "
-    "through the brain's centre, cut in-plane to the head (BM4D takes ~80 us per voxel on one core: whole "
-    "heads would take hours). `gaussian-0.2`: z-scored + N(0, 0.2^2), PSNR with L = 1 (the paper's); "
+    "through the brain's centre, cut in-plane to the reference brain mask's box + 10 mm (BM4D took 80-300 "
+    "us per voxel on one shared core: whole heads, six scans, three protocols would take 3-10 hours). "
+    "`gaussian-0.2`: z-scored + N(0, 0.2^2), PSNR with L = 1 (the paper's); "
     "`rician-3%` / `rician-8%`: scan / its 99th percentile in the head, Rician noise of std 0.03 / 0.08, "
     "L = 1. PSNR over the region and over the head only; SSIM: 3D, window 7, sigma 1.5. Denoisers get the "
     "true sigma. Times: wall, one thread; the baselines' times are from the run that computed them (cached)."

@@ -283,7 +283,7 @@ def denoise_rows(scans, model, options: RealOptions) -> list[dict]:
         data = scan.volume.data
         head = head_region(data)
         brain = scan.mask if scan.mask is not None else head
-        box = dn.denoise_region(scan.volume.affine, head, brain, options.slab_mm)
+        box = dn.denoise_region(scan.volume.affine, brain, options.slab_mm)
         box_key = "-".join(f"{s.start}_{s.stop}" for s in box)
         shape = "x".join(str(s.stop - s.start) for s in box)
         for protocol in options.protocols:
