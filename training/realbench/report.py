@@ -137,8 +137,10 @@ def markdown(seg_rows, den_rows, context) -> str:
     root, hits, misses = context["cache"]
     times = ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in context["times"].items())
     parts.append(
-        f"- run time ({options.threads} thread(s)): {times}; reference cache: {hits} hits, {misses} computed"
+        f"- run time on {context.get('machine', '?')} ({options.threads} thread(s)): {times}; cached "
+        f"references and baselines: {hits} reused, {misses} computed"
     )
+    parts.append("- scans (sha256): " + ", ".join(f"{n} {s.sha256[:12]}" for n, s in scans.items()))
     if seg_rows:
         parts += ["", "## Brain: labelled brain (CSF + GM + WM) against the reference brain mask", ""]
         parts += brain_table(seg_rows, scans, model)
@@ -164,6 +166,10 @@ def markdown(seg_rows, den_rows, context) -> str:
         parts += [
             "",
             "## Cross-contrast: chris_PD's labels against chris_t1's (rigid registration, T1w grid)",
+            "",
+        ]
+        parts += [
+            "chris_PD's probabilities resampled onto the T1w grid; scored inside chris_PD's field of view.",
             "",
         ]
         parts += dice_table(
