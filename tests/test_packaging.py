@@ -11,12 +11,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: import name -> distribution name, where they differ
-DIST = {"huggingface_hub": "huggingface_hub", "SimpleITK": "simpleitk"}
+DIST = {"huggingface_hub": "huggingface_hub", "SimpleITK": "simpleitk", "ants": "antspyx"}
 
 
-def _third_party_imports(package: str) -> set[str]:
+def _third_party_imports(package: str, skip: str = "") -> set[str]:
     names = set()
     for path in (ROOT / package).rglob("*.py"):
+        if skip and skip in path.relative_to(ROOT).parts:
+            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 names |= {a.name.split(".")[0] for a in node.names}
@@ -39,8 +41,12 @@ def test_runtime_dependencies_are_what_the_runtime_imports():
     imported = {DIST.get(n, n).lower() for n in _third_party_imports("seqinv")}
     assert _dist_names(project["dependencies"]) == imported
     extras = project["optional-dependencies"]
-    training_only = {DIST.get(n, n).lower() for n in _third_party_imports("training")} - imported
+    training_only = {DIST.get(n, n).lower() for n in _third_party_imports("training", "realbench")} - imported
     assert training_only <= _dist_names(extras["train"]) and "monai" in training_only
+    # the real-scan benchmark's reference tools (deepbet, ANTs, BM4D, dipy) come with the bench extra only
+    bench_only = {DIST.get(n, n).lower() for n in _third_party_imports("training/realbench")} - imported
+    assert bench_only <= _dist_names(extras["bench"]) and "deepbet" in bench_only
+    assert not bench_only & _dist_names(project["dependencies"])
     assert _dist_names(extras["train"]) <= _dist_names(extras["test"])  # the README's test command trains
 
 

@@ -36,9 +36,18 @@ def replay_command(
 
 def evaluate_command(
     model: list[str] = typer.Option(
-        ..., "--model", help="LABEL=FOLDER of a fine-tuned model; repeat, in column order."
+        None, "--model", help="LABEL=FOLDER of a fine-tuned model; repeat, in column order."
     ),
     output: str = typer.Option(..., "--output", help="Folder for metrics.csv, summary.csv and results.md."),
+    real: str = typer.Option(
+        "",
+        "--real",
+        help="Folder of the real-scan yardstick (benchmarks/eval_real.py); --model: a tissue and/or a "
+        "denoising model (default: ixi and denoise); needs the bench extra.",
+    ),
+    cache_dir: str = typer.Option(
+        "", "--cache-dir", help="--real: reference cache (~/.cache/seqinv/real-bench)."
+    ),
     phantom: bool = typer.Option(False, "--phantom", help="Held-out phantom with four fixed protocols."),
     data: str = typer.Option("", "--data", help="IXI-style or BIDS-style ARC test folder instead."),
     sigma: float = typer.Option(0.2, "--sigma", help="Denoising evaluation noise (z-scored units)."),
@@ -62,6 +71,17 @@ def evaluate_command(
     from training.options import require_train_extra
 
     require_train_extra()
+    if real:
+        from seqinv.errors import ParameterError
+        from training.realbench.run import run_real_models
+
+        if phantom or data:
+            raise ParameterError("give exactly one test source: --real FOLDER, --phantom or --data FOLDER")
+
+        result = run_real_models(real, output, model or [], cache_dir or None)
+        typer.echo(result["table"])
+        typer.echo(f"written: {', '.join(result['paths'].values())}")
+        return
     from training.evaluate import run_evaluate
 
     result = run_evaluate(
