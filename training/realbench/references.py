@@ -29,6 +29,15 @@ from training.realbench.grids import carry_mask, register
 RECIPE = "r1"
 DEFAULT_CACHE = Path("~/.cache/seqinv/real-bench")
 
+#: how each reference brain mask is made (the scan specs name one)
+MASK_RECIPES = {
+    "deepbet": "deepbet",
+    "nonzero": "non-zero (skull-stripped)",
+    "rigid:chris_t1": "chris_t1's deepbet, rigid",
+    "affine:MNI152_T1_2mm": "MNI152 deepbet, affine (approx.)",
+}
+
+
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("SEQINV_REAL_CACHE", DEFAULT_CACHE)).expanduser()

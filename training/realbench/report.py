@@ -7,7 +7,7 @@ import csv
 import os
 from pathlib import Path
 
-from training.realbench.run import MASK_RECIPES
+from training.realbench.references import MASK_RECIPES
 
 DENOISE_NOTE = (
     "Each scan is its own clean image; every method sees the same region: a {slab_mm:g} mm axial slab "

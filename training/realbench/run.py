@@ -22,6 +22,7 @@ from training.realbench.metrics import (
     volumes_ml,
 )
 from training.realbench.references import (
+    MASK_RECIPES,
     Cache,
     atropos_labels,
     carried_mask,
@@ -52,12 +53,6 @@ SCANS = (
     ScanSpec("MNI152_T1_2mm", "MNI152_T1_2mm", "T1w", "deepbet", False),
     ScanSpec("CIT168toMNI152-2009c_T1w_brain", "CIT168", "T1w", "nonzero", True),
 )
-MASK_RECIPES = {
-    "deepbet": "deepbet",
-    "nonzero": "non-zero (skull-stripped)",
-    "rigid:chris_t1": "chris_t1's deepbet, rigid",
-    "affine:MNI152_T1_2mm": "MNI152 deepbet, affine (approx.)",
-}
 DEGRADED = {"1x1x5mm": (1.0, 1.0, 5.0), "3mm-iso": (3.0, 3.0, 3.0)}
 
 
