@@ -41,7 +41,8 @@ class Recipe:
     batch_size: int = 4
     steps: int = 2000
     lr: float = 1e-3
-    min_lr: float = 2e-5
+    min_lr: float = 1e-5
+    warmup_steps: int = 50
     weight_decay: float = 1e-4
     widths: tuple = (32,) * 10
     sigma_min: float = 0.008
@@ -281,6 +282,7 @@ def train(r: Recipe, output: Path) -> None:
         if progress >= 1:
             break
         lr = r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * progress))
+        lr *= min(1.0, (step + 1) / r.warmup_steps)  # a short warm-up, as usual for Adam
         for group in opt.param_groups:
             group["lr"] = lr
         noisy, target, sigma = batch(images, r, gen)
