@@ -20,22 +20,12 @@ from torch import nn
 from seqinv.errors import InputError
 from seqinv.models.config import ModelConfig
 from seqinv.models.hub import HubMixin
-from seqinv.models.networks import Conv3d as _OneDNNConv3d
+from seqinv.models.networks import Conv3d
 
 #: Hidden widths of the published denoiser (10 convolutions of 32 channels at half resolution).
 DEFAULT_WIDTHS = (32,) * 10
 #: Space-to-depth factor.
 FACTOR = 2
-
-
-class Conv3d(_OneDNNConv3d):
-    """oneDNN's kernel for inference (seqinv.models.networks.Conv3d), torch's when training: measured,
-    `mkldnn_convolution` gives no weight gradients, so a network built on it alone does not learn."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad or self.weight.requires_grad and torch.is_grad_enabled():
-            return nn.Conv3d.forward(self, x)
-        return super().forward(x)
 
 
 def space_to_depth(x: torch.Tensor) -> torch.Tensor:
