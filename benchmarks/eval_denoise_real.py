@@ -211,7 +211,8 @@ def write_montage(path: Path, montage: dict, models: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     axis = montage["axis"]
-    panels = [("noisy", "input")] + [(m, m) for m in models] + [("NLM", "nlmeans"), ("clean", "clean")]
+    panels = [("noisy", "input")] + [(m if "/" not in m else "seqinv", m) for m in models]
+    panels += [("NLM", "nlmeans"), ("clean", "clean")]
     panels = [(t, k) for t, k in panels if k in montage]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.4))
     for ax, (title, key) in zip(axes, panels, strict=True):

@@ -245,7 +245,12 @@ def test_published_configs_are_valid():
     names = sorted(p.stem for p in folder.glob("*.toml"))
     ixi = ["ixi", "ixi-continue", "ixi-e2e", "ixi-e2e2", "ixi-e2e3", "ixi-e2e4", "ixi-e2e5", "ixi-e2e6",
            "ixi-e2e7"]
-    assert names == ["arc", "arc-e2e", "arc-e2e2", "base", "denoise", *ixi, "seqaug", "seqinv"]
+    denoise = ["denoise", "denoise-resnet"]
+    assert names == ["arc", "arc-e2e", "arc-e2e2", "base", *denoise, *ixi, "seqaug", "seqinv"]
+    from training.denoise_resnet import read_recipe
+
+    assert read_recipe(str(folder / "denoise-resnet.toml")).widths == (32,) * 10  # its own recipe format
+    names.remove("denoise-resnet")
     for name in names:
         cls = PretrainOptions if name in ("base", "seqaug", "seqinv") else FinetuneOptions
         fixed = {"output": "x"} | ({"encoder": "y"} if cls is FinetuneOptions else {})

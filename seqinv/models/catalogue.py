@@ -102,7 +102,7 @@ CATALOGUE: list[PublishedModel] = [
         "denoise",
         f"{HUB_ORG}/seqinv-lite-denoise",
         "v2.0",
-        "SHA256_PENDING",
+        "ee18d25bd2d66fdcfdd371f992a457678d879d65e8bed6b47c00650f0cf2473e",
         "denoising on the input's own grid: residual CNN at half resolution, noise level as input",
         True,
     ),

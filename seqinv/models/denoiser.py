@@ -69,7 +69,8 @@ class ResidualDenoiser(HubMixin, nn.Module):
         self.config = config
         widths = config.features
         phases = config.in_channels * FACTOR**3
-        self.head = Conv3d(phases + 1, widths[0], kernel_size=3, padding=1)
+        # inputs: 8 phases of the high-pass image in noise units, its local level, the noise level
+        self.head = Conv3d(phases + 2, widths[0], kernel_size=3, padding=1)
         self.body = nn.ModuleList(
             Conv3d(widths[i], widths[i + 1], kernel_size=3, padding=1) for i in range(len(widths) - 1)
         )
@@ -86,7 +87,7 @@ class ResidualDenoiser(HubMixin, nn.Module):
     @property
     def halo(self) -> int:
         """Voxels of context each output voxel depends on, per side (at full resolution)."""
-        return FACTOR * (len(self.body) + 2) + FACTOR
+        return FACTOR * (len(self.body) + 2) + FACTOR + 2  # + the 3x3x3 local mean
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
         if x.ndim != 5 or x.shape[1] != self.config.in_channels:
@@ -97,9 +98,14 @@ class ResidualDenoiser(HubMixin, nn.Module):
             pad += [0, n % FACTOR]
         if any(pad):
             x = F.pad(x, pad, mode="replicate")
-        z = space_to_depth(x)
-        level = torch.as_tensor(sigma, dtype=z.dtype, device=z.device).reshape(-1, 1, 1, 1, 1)
-        z = torch.cat([z, level.expand(z.shape[0], 1, *z.shape[2:])], dim=1)
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1, 1)
+        sigma = sigma.expand(x.shape[0], 1, 1, 1, 1)
+        # the network sees the image without its local level, in noise units (measured: with the level in
+        # every channel, learning the noise was far slower), plus the level and sigma as two channels
+        local = F.avg_pool3d(F.pad(x, [1] * 6, mode="replicate"), 3, stride=1)
+        high = space_to_depth((x - local) / sigma)
+        level = F.avg_pool3d(local, FACTOR)
+        z = torch.cat([high, level, sigma.expand_as(level)], dim=1)
         h = F.relu(self.head(z))
         skip = h
         for i, (conv, norm) in enumerate(zip(self.body, self.norms, strict=True)):
@@ -108,5 +114,5 @@ class ResidualDenoiser(HubMixin, nn.Module):
                 h = skip = F.relu(y + skip)
             else:
                 h = F.relu(y)
-        noise = depth_to_space(self.tail(h))
+        noise = depth_to_space(self.tail(h)) * sigma
         return noise[..., : size[0], : size[1], : size[2]]
