@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from seqinv.errors import ParameterError, WeightsError
-from seqinv.models import ModelConfig, catalogue
+from seqinv.models import ModelConfig, catalogue, sources
 from seqinv.tasks import BRAIN_TASK, SEGMENT_TASKS, TASKS, TRAIN_TASKS, get_task, task_of
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "seqinv" / "weights"
@@ -15,7 +15,8 @@ WEIGHTS = Path(__file__).resolve().parents[1] / "seqinv" / "weights"
 @pytest.mark.parametrize("entry", catalogue.CATALOGUE, ids=lambda e: e.ref)
 def test_every_published_model_records_the_task_of_its_catalogue_entry(entry):
     assert entry.task in TASKS
-    config = ModelConfig.from_dict(json.loads((WEIGHTS / entry.name / "config.json").read_text()))
+    folder = WEIGHTS / sources.bundled_name(entry)
+    config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
     assert config.task_name == entry.task and task_of(config) == entry.task
     assert config.task == TASKS[entry.task].config_task
     assert list(config.labels) == list(TASKS[entry.task].labels)

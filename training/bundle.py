@@ -39,8 +39,9 @@ def example_crop(size: int = 64):
 def compare(original, half, x) -> str:
     import torch
 
+    args = (x, 0.2) if getattr(original.config, "arch", "") == "denoiser" else (x,)  # its noise-level input
     with torch.inference_mode():
-        a, b = original(x), half(x)
+        a, b = original(*args), half(*args)
     if getattr(original.config, "task", "") == "segment":
         same = (a.argmax(1) == b.argmax(1)).float().mean().item()
         return f"float16 vs float32 labels agree on {100 * same:.3f} % of voxels"
@@ -74,12 +75,12 @@ def bundle_model(model_dir: str | Path, name: str, weights_root: str | Path | No
     entry = resolve(name)
     source = Path(model_dir)
     model = build_from_folder(source)
-    wanted = "unet" if entry.kind == "task" else "encoder"
-    if model.config.arch != wanted:
+    wanted = ("unet", "denoiser") if entry.kind == "task" else ("encoder",)
+    if model.config.arch not in wanted:
         raise WeightsError(
-            f"model {name!r} must be a {wanted} model, but {source} holds a {model.config.arch}"
+            f"model {name!r} must be a {' or '.join(wanted)} model, but {source} holds a {model.config.arch}"
         )
-    target = Path(weights_root or sources.BUNDLED_ROOT) / entry.name
+    target = Path(weights_root or sources.BUNDLED_ROOT) / sources.bundled_name(entry)
     target.mkdir(parents=True, exist_ok=True)
     for filename in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
         if (source / filename).is_file():

@@ -68,8 +68,9 @@ class DenoiseResult:
     sigma: float  # noise std in input intensity units
     sigma_source: str  # "given" | "estimated"
     gain: float  # input scaling used to match the trained noise level
-    record: PreprocessRecord
+    record: PreprocessRecord | None  # None: denoised on the input's own grid (no preprocessing)
     info: RunInfo
+    sigma_method: str = ""  # how an estimated sigma was found (seqinv.inference.denoising.estimate_noise)
 
 
 @dataclass
@@ -269,28 +270,20 @@ def _label_names(config: Any, channels: int) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ denoise
 def estimate_noise_sigma(data: np.ndarray) -> float:
-    """Noise std (input units) from the MAD of second differences inside the foreground.
+    """Noise std in input units (Rician-aware; `seqinv.inference.denoising.estimate_noise` says how)."""
+    from seqinv.inference.denoising import estimate_noise
 
-    A second difference x[i-1] - 2x[i] + x[i+1] removes smooth anatomy and has variance 6 sigma^2 for
-    white noise; the median over the three axes is robust to edges and to one interpolated axis.
-    """
-    data = np.asarray(data, dtype=np.float32)
-    lo, hi = np.percentile(data[::2, ::2, ::2], [0.5, 99.5])
-    mask = data > lo + 0.1 * (hi - lo)
-    estimates = []
-    for axis in range(3):
-        a = np.moveaxis(data, axis, 0)
-        m = np.moveaxis(mask, axis, 0)
-        second = a[:-2] - 2 * a[1:-1] + a[2:]
-        inside = m[:-2] & m[1:-1] & m[2:]
-        values = second[inside]
-        if values.size < 100:
-            continue
-        mad = np.median(np.abs(values - np.median(values)))
-        estimates.append(1.4826 * mad / np.sqrt(6.0))
-    if not estimates:
-        raise ParameterError("cannot estimate the noise level (too little foreground); give --sigma")
-    return float(np.median(estimates))
+    return estimate_noise(data)[0]
+
+
+def _noise_level(data: np.ndarray, sigma: float | None) -> tuple[float, str, str]:
+    """(sigma, "given" | "estimated", method)."""
+    from seqinv.inference.denoising import estimate_noise
+
+    if sigma is not None:
+        return float(sigma), "given", "given"
+    value, method = estimate_noise(data)
+    return value, "estimated", method
 
 
 def denoise_volume(
@@ -306,9 +299,10 @@ def denoise_volume(
         raise ParameterError(f"--sigma {sigma} must be > 0 (noise std in the input's intensity units)")
     timer = Timer()
     net, device, precision = _setup(model, settings)
+    if getattr(net.config, "arch", "") == "denoiser":
+        return _denoise_native(volume, net, sigma, settings, device, timer)
     with timer.stage("preprocess"):
-        source = "given" if sigma is not None else "estimated"
-        sigma = float(sigma) if sigma is not None else estimate_noise_sigma(volume.data)
+        sigma, source, method = _noise_level(volume.data, sigma)
         image, record = Preprocessor(net.config).apply(volume)
         trained = float((getattr(net.config, "training", None) or {}).get("noise_std", TRAINED_NOISE_STD))
         sigma_z = sigma / max(record.intensity_scale, 1e-12)
@@ -333,6 +327,30 @@ def denoise_volume(
         gain=gain,
         record=record,
         info=RunInfo(str(device), precision, settings.to_dict(), timer.stages_s),
+        sigma_method=method,
+    )
+
+
+def _denoise_native(volume: Volume, net: Any, sigma, settings, device, timer: Timer) -> DenoiseResult:
+    """The residual denoiser on the stored voxel array: no resampling, any spacing or orientation."""
+    from seqinv.inference.denoising import predict_noise
+
+    with timer.stage("preprocess"):
+        sigma, source, method = _noise_level(volume.data, sigma)
+    with timer.stage("inference"):
+        noise = predict_noise(net, volume.data, sigma, device)
+    with timer.stage("postprocess"):
+        denoised = np.asarray(volume.data, dtype=np.float32) - noise
+        if volume.data.min() >= 0:  # magnitude images stay non-negative
+            np.maximum(denoised, 0, out=denoised)
+    return DenoiseResult(
+        image=denoised,
+        sigma=sigma,
+        sigma_source=source,
+        gain=1.0,
+        record=None,
+        info=RunInfo(str(device), "fp32", settings.to_dict(), timer.stages_s),
+        sigma_method=method,
     )
 
 

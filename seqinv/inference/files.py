@@ -170,9 +170,12 @@ def denoise_file(
             "input_volume": volume,
             "noise_sigma": result.sigma,
             "noise_sigma_source": result.sigma_source,
+            "noise_sigma_method": result.sigma_method,
             "input_gain": result.gain,
             "outputs": {"denoised": str(dst)},
-            "preprocessing": record_meta(result.record),
+            "preprocessing": record_meta(result.record)
+            if result.record is not None
+            else {"resampled": False, "grid": "input"},
         },
     )
     write_json(sidecar_path(dst), meta)

@@ -3,7 +3,8 @@
 Each version pins the Hub revision (a tag or commit) its files were published at and the sha256 of its
 model.safetensors, so a newer model pushed to the repo's `main` never changes what an installed seqinv
 loads. `ixi` is the newest version; `ixi@1.0` names one version. The copy bundled in the wheel
-(`seqinv/weights/<name>/`) is the newest version of each name. CHANGELOG.md says what each version changed.
+(`seqinv/weights/<name>/`) is the newest version of each name; an older version still shipped lives in
+`seqinv/weights/<name>@<version>/` (`denoise@1.0`). CHANGELOG.md says what each version changed.
 
 To publish a version: `python -m training.bundle EXPORT_DIR NAME` bundles the weights and prints the
 sha256, `push_to_hub` returns the commit to pin (or tag it); add the entry here and a CHANGELOG.md line.
@@ -92,7 +93,18 @@ CATALOGUE: list[PublishedModel] = [
         "denoise",
         "seqinv-lite-denoise",
         "8cd8fe5783de02334faeb892c5aff70bca76d5ab952b17c8ec05df7f33aed3a1",
-        "denoising (predicts the noise; output = input - noise)",
+        "research: the paper's frozen-encoder denoising head (1 mm RAS; what `seqinv evaluate` compares)",
+    ),
+    PublishedModel(
+        "denoise",
+        "2.0",
+        "task",
+        "denoise",
+        f"{HUB_ORG}/seqinv-lite-denoise",
+        "v2.0",
+        "ee18d25bd2d66fdcfdd371f992a457678d879d65e8bed6b47c00650f0cf2473e",
+        "denoising on the input's own grid: residual CNN at half resolution, noise level as input",
+        True,
     ),
 ]
 

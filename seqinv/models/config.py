@@ -13,7 +13,7 @@ from seqinv.tasks import CONFIG_TASKS, TASKS
 #: Bumped when the weight layout or config schema changes incompatibly.
 FORMAT_VERSION = 1
 
-ARCHS = ("encoder", "unet")
+ARCHS = ("encoder", "unet", "denoiser")
 #: How the encoder pools its last map into h: the paper's global mean, or the global max.
 POOLINGS = ("mean", "max")
 
@@ -96,7 +96,9 @@ class ModelConfig:
                 f"task_name {self.task_name!r} needs task {TASKS[self.task_name].config_task!r}, "
                 f"not {self.task!r}"
             )
-        if len(self.features) != 5 or min(self.features) < 1:
+        if self.arch == "denoiser":
+            self._validate_denoiser()
+        elif len(self.features) != 5 or min(self.features) < 1:
             raise ParameterError(f"features must be 5 positive widths, got {self.features}")
         if self.decoder_features < 1 or self.in_channels < 1 or self.out_channels < 1:
             raise ParameterError(
@@ -112,6 +114,13 @@ class ModelConfig:
                 f"{len(self.labels)} labels {self.labels} for {self.out_channels} output channels; "
                 "give one label name per output channel"
             )
+
+    def _validate_denoiser(self) -> None:
+        # a ResidualDenoiser: `features` are the widths of its hidden convolutions (at least two)
+        if self.task != "denoise":
+            raise ParameterError(f"a denoiser model has task 'denoise', not {self.task!r}")
+        if len(self.features) < 2 or min(self.features) < 1:
+            raise ParameterError(f"a denoiser needs at least 2 positive hidden widths, got {self.features}")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seqinv.models.denoiser import ResidualDenoiser
 from seqinv.models.networks import SeqInvEncoder, SeqInvUNet
 from seqinv.models.sources import ModelSource, locate
 from seqinv.models.weights import read_config
 
-ARCH_CLASSES = {"encoder": SeqInvEncoder, "unet": SeqInvUNet}
+ARCH_CLASSES = {"encoder": SeqInvEncoder, "unet": SeqInvUNet, "denoiser": ResidualDenoiser}
 
 
 def build_from_folder(folder: str | Path, model_class: type | None = None):

@@ -4,7 +4,8 @@
 2. a catalogue name (`ixi`, `ixi@1.0`; seqinv/models/catalogue.py) or a Hub repo id (`org/name`): the Hub,
    or its local cache when the Hub is unreachable, `HF_HUB_OFFLINE=1` is set or `local_files_only=True`.
    Reaching the Hub fails fast (`SEQINV_HUB_TIMEOUT_S`, default 5 s);
-3. for catalogue names only: the copy bundled in the wheel (`seqinv/weights/<name>/`, the newest version),
+3. for catalogue names only: the copy bundled in the wheel (`seqinv/weights/<name>/`, the newest version;
+   `seqinv/weights/<name>@<version>/` for an older version still shipped),
    used when the Hub and its cache cannot provide the model (`ModelSource.note` says why, in one line).
 
 `prefer="hub"` stops after step 2 (errors are raised), `prefer="bundled"` goes straight to step 3.
@@ -60,9 +61,16 @@ class ModelSource:
         return line + (f"; {self.note}" if self.note else "")
 
 
+def bundled_name(entry: PublishedModel) -> str:
+    """Folder name of a bundled version: `<name>` for the newest, `<name>@<version>` for an older one
+    that is still shipped (e.g. `denoise@1.0`, the paper's frozen-encoder head)."""
+    newest = catalogue.latest().get(entry.name)
+    return entry.name if newest is None or newest.version == entry.version else entry.ref
+
+
 def bundled_folder(entry: PublishedModel) -> Path | None:
     """The bundled copy of a catalogue version, when this installation ships it."""
-    folder = BUNDLED_ROOT / entry.name
+    folder = BUNDLED_ROOT / bundled_name(entry)
     return folder if entry.bundled and (folder / WEIGHTS_NAME).is_file() else None
 
 
@@ -170,7 +178,7 @@ def _locate_bundled(entry: PublishedModel, note: str) -> tuple[Path, ModelSource
             f"bundled {folder / WEIGHTS_NAME} has sha256 {sha}, but the catalogue expects {entry.sha256}; "
             "the installation is damaged: reinstall seqinv"
         )
-    location = f"seqinv/weights/{entry.name}"
+    location = f"seqinv/weights/{bundled_name(entry)}"
     return folder, ModelSource("bundled", location, entry.revision, sha, entry.name, note, entry.version)
 
 

@@ -23,8 +23,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 #: The network class of each `ModelConfig.arch` (by name: the networks import this module).
-ARCH_CLASSES = {"encoder": "SeqInvEncoder", "unet": "SeqInvUNet"}
-_ARTICLED = {"encoder": "an encoder", "unet": "a U-Net"}
+ARCH_CLASSES = {"encoder": "SeqInvEncoder", "unet": "SeqInvUNet", "denoiser": "ResidualDenoiser"}
+_ARTICLED = {"encoder": "an encoder", "unet": "a U-Net", "denoiser": "a residual denoiser"}
 #: How many names an error lists before "... and N more".
 _LIST_LIMIT = 6
 
@@ -157,7 +157,7 @@ def model_card(config: ModelConfig) -> str:
     )
     title = config.name or f"seqinv {config.preset} {config.arch}"
     training = json.dumps(config.training, indent=2, sort_keys=True) if config.training else "not recorded"
-    cls = "SeqInvUNet" if config.arch == "unet" else "SeqInvEncoder"
+    cls = ARCH_CLASSES[config.arch]
     return f"""---
 library_name: seqinv
 license: apache-2.0

@@ -1,0 +1,376 @@
+"""Train the default denoiser (`seqinv.models.denoiser.ResidualDenoiser`) on clean images with known noise.
+
+    python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml \
+        --output runs/denoise-resnet
+    python -m training.denoise_resnet --export runs/denoise-resnet/best.pt --output runs/denoise-export
+
+Clean sources (never the benchmark's real scans): phantoms of `seqinv.physics.phantom` (training seeds
+only, never `HELD_OUT_SEED`) imaged with random sequences of the physics priors, and nilearn's ICBM152
+2009a T1w template (1 mm). Each volume is scaled so that its 99th percentile is 1 (`intensity_scale`, as
+at inference). Each patch draws a voxel size (one axis thick with probability `thick_prob`), blurs
+the thick axis like a slice profile and resamples to the patch grid, permutes and flips the axes,
+applies a random gamma, bias field and gain, then noise: Gaussian (with a random offset, as in z-scored
+images) or Rician, std log-uniform in [sigma_min, sigma_max] (units of the scale). Loss: mean squared
+error of the predicted noise, divided by sigma (so low noise levels count). Checkpoints are chosen on a
+held-out phantom (`HELD_OUT_SEED`, the four evaluation protocols).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import tomllib
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Recipe:
+    phantoms: int = 8
+    contrasts_per_phantom: int = 4
+    icbm152: bool = True
+    patch_size: int = 48
+    batch_size: int = 4
+    steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 50
+    weight_decay: float = 1e-4
+    widths: tuple = (32,) * 10
+    sigma_min: float = 0.008
+    sigma_max: float = 0.2
+    rician_prob: float = 0.5
+    offset_prob: float = 0.5
+    offset_min: float = -0.6
+    thick_prob: float = 0.4
+    thick_mm: tuple = (1.5, 3.5)
+    voxel_mm: tuple = (0.8, 1.25)
+    gamma: tuple = (0.75, 1.33)
+    bias_strength: float = 0.4
+    gain: tuple = (0.8, 1.25)
+    validate_every: int = 200
+    checkpoint_every: int = 100
+    time_budget_s: float = 0.0  # > 0: the schedule ends (and training stops) after this much training time
+    seed: int = 0
+    name: str = "seqinv-denoise-resnet"
+
+
+def read_recipe(path: str | None) -> Recipe:
+    recipe = Recipe()
+    if path:
+        with open(path, "rb") as f:
+            data = tomllib.load(f).get("train", {})
+        known = {f.name for f in fields(Recipe)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SystemExit(f"error: unknown recipe keys {unknown} in {path}")
+        for key, value in data.items():
+            setattr(recipe, key, tuple(value) if isinstance(value, list) else value)
+    return recipe
+
+
+# ------------------------------------------------------------------------------------------------ sources
+def _log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+def _crop_to_content(volume: np.ndarray, margin: int = 4) -> np.ndarray:
+    nz = np.argwhere(volume > 0.02 * volume.max())
+    lo = np.maximum(nz.min(0) - margin, 0)
+    hi = np.minimum(nz.max(0) + margin + 1, volume.shape)
+    return volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+
+
+def _scaled(volume: np.ndarray) -> torch.Tensor:
+    from seqinv.inference.denoising import intensity_scale
+
+    volume = np.nan_to_num(np.asarray(volume, dtype=np.float32)).clip(min=0)
+    volume = _crop_to_content(volume)
+    return torch.from_numpy(volume / intensity_scale(volume)).to(torch.float16)
+
+
+def phantom_images(seeds: list[int], contrasts: int, seed: int) -> list[torch.Tensor]:
+    from seqinv.physics import simulate
+    from seqinv.physics.priors import draw_sequence
+    from training.data import default_cache_dir, load_phantom
+
+    gen = torch.Generator().manual_seed(seed)
+    images = []
+    for s in seeds:
+        subject = load_phantom(s, lesion=False, cache_dir=default_cache_dir())
+        for _ in range(contrasts):
+            images.append(_scaled(simulate(subject.maps, draw_sequence(gen)).float().numpy()))
+        _log(f"phantom {s}: {contrasts} contrasts")
+    return images
+
+
+def icbm152_image() -> torch.Tensor:
+    from nilearn.datasets import load_mni152_template
+
+    return _scaled(np.asarray(load_mni152_template(resolution=1).get_fdata()))
+
+
+# ------------------------------------------------------------------------------------------------ patches
+def _u(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def _blur_axis(x: torch.Tensor, axis: int, sigma_vox: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(2.5 * sigma_vox)))
+    taps = torch.exp(-((torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma_vox) ** 2) / 2)
+    shape = [1, 1, 1, 1, 1]
+    shape[2 + axis] = taps.numel()
+    pad = [0] * 6
+    pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+    return F.conv3d(F.pad(x, pad, mode="replicate"), (taps / taps.sum()).view(shape))
+
+
+def clean_patch(volume: torch.Tensor, r: Recipe, gen: torch.Generator) -> torch.Tensor:
+    """One clean patch (P^3, scale units): random voxel size and thick axis, blur, resample, flips."""
+    p = r.patch_size
+    voxel = [_u(gen, *r.voxel_mm)] * 3
+    thick = -1
+    if _u(gen, 0, 1) < r.thick_prob:
+        thick = int(torch.randint(3, (1,), generator=gen))
+        voxel[thick] = _u(gen, *r.thick_mm)
+    extent = [min(int(math.ceil(p * v)), n) for v, n in zip(voxel, volume.shape, strict=True)]
+    for _ in range(8):  # prefer crops with anatomy in them
+        start = [
+            int(torch.randint(n - e + 1, (1,), generator=gen))
+            for n, e in zip(volume.shape, extent, strict=True)
+        ]
+        crop = volume[tuple(slice(s, s + e) for s, e in zip(start, extent, strict=True))]
+        if float(crop.float().mean()) > 0.1:
+            break
+    x = crop.float()[None, None]
+    if thick >= 0:
+        x = _blur_axis(x, thick, 0.45 * voxel[thick])
+    x = F.interpolate(x, size=(p, p, p), mode="trilinear", align_corners=False)[0, 0]
+    x = x.permute(*torch.randperm(3, generator=gen).tolist())
+    flips = [a for a in range(3) if _u(gen, 0, 1) < 0.5]
+    return x.flip(flips) if flips else x
+
+
+def intensity(x: torch.Tensor, r: Recipe, gen: torch.Generator) -> torch.Tensor:
+    from seqinv.physics.priors import random_receive_field
+
+    x = x.clamp(min=0)
+    if _u(gen, 0, 1) < 0.5:
+        x = x.pow(_u(gen, *r.gamma))
+    strength = _u(gen, 0, r.bias_strength)
+    x = x * random_receive_field(x.shape, generator=gen, strength=strength)
+    return x * _u(gen, *r.gain)
+
+
+def add_noise(clean: torch.Tensor, r: Recipe, gen: torch.Generator):
+    """(noisy, target, sigma): Gaussian around clean + offset, or Rician of clean."""
+    sigma = math.exp(_u(gen, math.log(r.sigma_min), math.log(r.sigma_max)))
+    n1 = torch.randn(clean.shape, generator=gen) * sigma
+    if _u(gen, 0, 1) < r.rician_prob:
+        n2 = torch.randn(clean.shape, generator=gen) * sigma
+        return torch.sqrt((clean + n1) ** 2 + n2**2), clean, sigma
+    offset = _u(gen, r.offset_min, 0.0) if _u(gen, 0, 1) < r.offset_prob else 0.0
+    return clean + offset + n1, clean + offset, sigma
+
+
+def batch(images: list[torch.Tensor], r: Recipe, gen: torch.Generator):
+    noisy, target, sigmas = [], [], []
+    for _ in range(r.batch_size):
+        volume = images[int(torch.randint(len(images), (1,), generator=gen))]
+        clean = intensity(clean_patch(volume, r, gen), r, gen)
+        n, t, s = add_noise(clean, r, gen)
+        noisy.append(n)
+        target.append(t)
+        sigmas.append(s)
+    return torch.stack(noisy)[:, None], torch.stack(target)[:, None], torch.tensor(sigmas)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+VALIDATION_NOISE = (("gaussian", 0.06), ("rician", 0.03), ("rician", 0.08))
+
+
+def validation_set(size: int = 64) -> list[tuple[str, torch.Tensor, torch.Tensor, float]]:
+    """(name, noisy, clean, sigma) on two crops of the held-out phantom, 4 contrasts, 3 noise settings."""
+    from seqinv.physics import simulate
+    from seqinv.physics.phantom import HELD_OUT_SEED
+    from training.data import default_cache_dir, load_phantom
+    from training.evaluate import phantom_protocols
+
+    subject = load_phantom(HELD_OUT_SEED, lesion=False, cache_dir=default_cache_dir())
+    centre = (subject.labels > 0).nonzero().float().mean(0).round().long().tolist()
+    cases, gen = [], torch.Generator().manual_seed(1234)
+    for contrast, sequence in phantom_protocols().items():
+        image = _scaled(simulate(subject.maps, sequence).float().numpy()).float()
+        c = [min(max(v, size), n - size) for v, n in zip(centre, image.shape, strict=True)]
+        for k, shift in enumerate((0,)):
+            box = tuple(
+                slice(v - size // 2 + (shift if a == 2 else 0), v + size // 2 + (shift if a == 2 else 0))
+                for a, v in enumerate(c)
+            )
+            clean = image[box]
+            if clean.shape != (size,) * 3:
+                continue
+            for noise, sigma in VALIDATION_NOISE:
+                n1 = torch.randn(clean.shape, generator=gen) * sigma
+                if noise == "rician":
+                    n2 = torch.randn(clean.shape, generator=gen) * sigma
+                    noisy = torch.sqrt((clean + n1) ** 2 + n2**2)
+                else:
+                    noisy = clean + n1
+                cases.append((f"{contrast}/{k}/{noise}-{sigma}", noisy, clean, sigma))
+    return cases
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(-10 * torch.log10(((a - b) ** 2).mean()))
+
+
+@torch.inference_mode()
+def validate(net, cases) -> dict[str, float]:
+    net.eval()
+    gains = {}
+    for name, noisy, clean, sigma in cases:
+        out = noisy - net(noisy[None, None], sigma)[0, 0]
+        key = name.split("/")[-1]
+        gains.setdefault(key, []).append((psnr(out, clean), psnr(noisy, clean)))
+    net.train()
+    result = {}
+    for key, pairs in gains.items():
+        result[f"{key}/psnr_db"] = float(np.mean([p for p, _ in pairs]))
+        result[f"{key}/input_psnr_db"] = float(np.mean([q for _, q in pairs]))
+    result["mean_gain_db"] = float(np.mean([p - q for v in gains.values() for p, q in v]))
+    return result
+
+
+# ------------------------------------------------------------------------------------------------ loop
+def train(r: Recipe, output: Path) -> None:
+    from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
+    from training.data import training_seeds
+
+    torch.manual_seed(r.seed)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "recipe.json").write_text(json.dumps(asdict(r), indent=2))
+    images = phantom_images(training_seeds(r.phantoms), r.contrasts_per_phantom, r.seed)
+    if r.icbm152:
+        images.append(icbm152_image())
+    cases = validation_set()
+    _log(f"{len(images)} training volumes, {len(cases)} validation cases")
+    net = ResidualDenoiser(denoiser_config(tuple(r.widths)))
+    opt = torch.optim.AdamW(net.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    start, best = 0, -math.inf
+    last = output / "last.pt"
+    if last.exists():  # resume
+        state = torch.load(last, weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start, best = state["step"], state["best"]
+    gen = torch.Generator().manual_seed(r.seed * 7919 + start)
+    log = open(output / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
+    t0, losses = time.time(), []
+    elapsed0 = state["elapsed_s"] if last.exists() else 0.0
+    for step in range(start, r.steps):
+        elapsed = elapsed0 + time.time() - t0
+        progress = max(step / r.steps, elapsed / r.time_budget_s if r.time_budget_s > 0 else 0.0)
+        if progress >= 1:
+            break
+        lr = r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * progress))
+        lr *= min(1.0, (step + 1) / r.warmup_steps)  # a short warm-up, as usual for Adam
+        for group in opt.param_groups:
+            group["lr"] = lr
+        noisy, target, sigma = batch(images, r, gen)
+        pred = net(noisy, sigma)
+        per_sample = ((pred - (noisy - target)) ** 2).mean(dim=(1, 2, 3, 4))
+        loss = (per_sample / sigma).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        done = step + 1
+        last_step = (
+            done % r.validate_every == 0
+            or done == r.steps
+            or (r.time_budget_s > 0 and elapsed0 + time.time() - t0 >= r.time_budget_s)
+        )
+        if last_step:
+            metrics = validate(net, cases)
+            record = {
+                "step": done,
+                "loss": float(np.mean(losses)),
+                "lr": lr,
+                "s": time.time() - t0,
+                **metrics,
+            }
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            _log(json.dumps(record))
+            losses = []
+            if metrics["mean_gain_db"] > best:
+                best = metrics["mean_gain_db"]
+                torch.save(
+                    {"model": net.state_dict(), "step": done, "metrics": metrics, "recipe": asdict(r)},
+                    output / "best.pt",
+                )
+        if done % r.checkpoint_every == 0 or last_step:
+            tmp = output / "last.pt.tmp"
+            state = {
+                "model": net.state_dict(),
+                "opt": opt.state_dict(),
+                "step": done,
+                "best": best,
+                "elapsed_s": elapsed0 + time.time() - t0,
+            }
+            torch.save(state, tmp)
+            os.replace(tmp, last)
+
+
+def export(checkpoint: Path, output: Path, command: str) -> None:
+    from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
+
+    state = torch.load(checkpoint, weights_only=False)
+    r = state["recipe"]
+    training = {
+        "kind": "denoise",
+        "data": (
+            f"{r['phantoms']} built-in phantoms x {r['contrasts_per_phantom']} random contrasts"
+            + (" + nilearn ICBM152 2009a T1w template" if r["icbm152"] else "")
+        ),
+        "recipe": r,
+        "steps": state["step"],
+        "validation": state["metrics"],
+        "command": command,
+    }
+    net = ResidualDenoiser(denoiser_config(tuple(r["widths"]), name=r["name"], training=training))
+    net.load_state_dict(state["model"])
+    net.save_pretrained(output, dtype=torch.float16)
+    print(f"exported step {state['step']} to {output}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=None)
+    p.add_argument("--output", type=Path, required=True)
+    p.add_argument("--export", type=Path, default=None, help="checkpoint to export as a model folder")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.export:
+        export(
+            args.export,
+            args.output,
+            "python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml",
+        )
+    else:
+        train(read_recipe(args.config), args.output)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
