@@ -51,8 +51,8 @@ NIBABEL_SERIES = {
     "phantom_varscale.REC",
     "test.mgz",
 }
-#: Too few voxels to estimate the noise: denoise asks for --sigma.
-NEEDS_SIGMA = {"standard.nii.gz", "test.mgz"}
+#: Too few voxels (or under 5 slices) to estimate the noise: denoise asks for --sigma.
+NEEDS_SIGMA = {"standard.nii.gz", "test.mgz", "functional.nii", "resampled_anat_moved.nii"}
 MAIN_OUTPUT = {"segment": "_dseg.nii.gz", "denoise": "_desc-denoised.nii.gz", "embed": "_features.npz"}
 MODEL = {"segment": "seg", "denoise": "den", "embed": "seg"}
 
@@ -223,6 +223,9 @@ def test_odd_but_valid_inputs_give_outputs_on_the_input_grid(tmp_path, monkeypat
     for command in MAIN_OUTPUT:
         out = tmp_path / command
         code, err = _run(monkeypatch, capsys, command, scan, models, out)
+        if command == "denoise" and case == "small_fov":  # 210 voxels: too few to estimate the noise
+            assert_refused(code, err, "give --sigma")
+            code, err = _run(monkeypatch, capsys, command, scan, models, out, "--sigma", "5")
         assert code == 0, err
         assert "Traceback" not in err
         _assert_on_grid(command, out, shape, affine)

@@ -31,13 +31,13 @@ def test_pretraining_checkpoint_exports_the_encoder_only(tmp_path):
     encoder = SeqInvEncoder.from_pretrained(str(out))
     for key, value in net.encoder.state_dict().items():
         assert torch.equal(encoder.state_dict()[key], value)
-    saved = json.loads((out / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert saved["name"] == "seqinv-tiny-encoder"
     assert saved["training"]["command"] == (
         "seqinv train pretrain --output runs/x --phantom --preset tiny --patch-size 32 --steps 3"
     )
     assert saved["training"]["metrics"]["final_loss"] == pytest.approx(2.0)
-    card = (out / "README.md").read_text()
+    card = (out / "README.md").read_text(encoding="utf-8")
     assert "pipeline_tag: image-feature-extraction" in card and "$" not in card.split("## Use")[0]
     assert "Not measured yet" in card
 
@@ -67,10 +67,10 @@ def test_a_finished_model_folder_without_checkpoints_exports_with_its_record_and
     out = export(
         tmp_path / "run", tmp_path / "hub", metrics_csv=tmp_path / "summary.csv", model_label="SeqInv"
     )
-    saved = json.loads((out / "config.json").read_text())["training"]
+    saved = json.loads((out / "config.json").read_text(encoding="utf-8"))["training"]
     assert saved["steps"] == 7 and saved["command"] == "seqinv train segment ..."
     assert saved["metrics"] == {"final_loss": 0.5, "ixi/T1w/phantom/dice": 0.915}
-    assert "| ixi | T1w | phantom | dice | 91.50 |" in (out / "README.md").read_text()
+    assert "| ixi | T1w | phantom | dice | 91.50 |" in (out / "README.md").read_text(encoding="utf-8")
     reloaded = SeqInvUNet.from_pretrained(str(out))
     for key, value in unet.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], value)
@@ -85,7 +85,7 @@ def test_card_says_end_to_end_only_when_the_encoder_was_trained(tmp_path):
         unet.config.training = {"kind": "ixi", "steps": 3, "options": {"train_encoder": train_encoder}}
         unet.save_pretrained(tmp_path / f"run{train_encoder}")
         out = export(tmp_path / f"run{train_encoder}", tmp_path / f"hub{train_encoder}")
-        card = (out / "README.md").read_text()
+        card = (out / "README.md").read_text(encoding="utf-8")
         assert expected in card and ("frozen" in card) != train_encoder
 
 
@@ -113,7 +113,8 @@ def test_a_run_folder_exports_its_final_model_unless_a_later_checkpoint_exists(t
     out = export(tmp_path / "run", tmp_path / "hub")
     exported = SeqInvUNet.from_pretrained(str(out)).decoder.head.bias
     assert exported[1].item() == pytest.approx(bias[1].item() - 2.5)
-    assert json.loads((out / "config.json").read_text())["training"]["lesion_prior_shift"] == -2.5
+    training = json.loads((out / "config.json").read_text(encoding="utf-8"))["training"]
+    assert training["lesion_prior_shift"] == -2.5
 
     with torch.no_grad():  # a resumed run's newer checkpoint wins over the older final model
         unet.decoder.head.bias[1] += 7.0
