@@ -171,3 +171,19 @@ def test_a_denoise_resnet_stage_refuses_unknown_options(tmp_path):
     (tmp_path / "bad.toml").write_text(TINY_DENOISE.replace("widths", "width"))
     with pytest.raises(InputError, match=r"recipe .*bad.toml: stage 'dn': unknown options \['width'\]"):
         plan(tmp_path / "bad.toml", tmp_path / "runs")
+
+
+def test_the_denoise_resnet_script_reads_flat_and_stage_recipes_alike(tmp_path):
+    from training.denoise_resnet import read_recipe
+
+    (tmp_path / "stage.toml").write_text(TINY_DENOISE)
+    flat = TINY_DENOISE.split("[stage.options]")[1]
+    (tmp_path / "flat.toml").write_text("[train]" + flat)
+    recipe = read_recipe(str(tmp_path / "stage.toml"))
+    assert recipe == read_recipe(str(tmp_path / "flat.toml")) == read_recipe(f"{tmp_path}/stage.toml#dn")
+    assert (recipe.widths, recipe.patch_size, recipe.icbm152) == ((4, 4), 16, False)
+    with pytest.raises(SystemExit, match=r"0 denoise-resnet stages match"):
+        read_recipe(f"{tmp_path}/stage.toml#other")
+    (tmp_path / "flat.toml").write_text("[train]\nwidth = [4]\n")
+    with pytest.raises(SystemExit, match=r"unknown recipe keys \['width'\]"):
+        read_recipe(str(tmp_path / "flat.toml"))
