@@ -1,7 +1,8 @@
 """Train the default denoiser (`seqinv.models.denoiser.ResidualDenoiser`) on clean images with known noise.
 
+    seqinv train replay training/recipes/denoise-resnet.toml --runs runs   # trains and exports runs/denoise
     python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml \
-        --output runs/denoise-resnet
+        --output runs/denoise-resnet [--steps N ...]   # one flag per recipe key overrides the file
     python -m training.denoise_resnet --export runs/denoise-resnet/best.pt --output runs/denoise-export
 
 Clean sources (never the benchmark's real scans): phantoms of `seqinv.physics.phantom` (training seeds
@@ -23,7 +24,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -31,50 +32,44 @@ import tomllib
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class Recipe:
-    phantoms: int = 8
-    contrasts_per_phantom: int = 4
-    icbm152: bool = True
-    patch_size: int = 48
-    batch_size: int = 4
-    steps: int = 2000
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    warmup_steps: int = 50
-    weight_decay: float = 1e-4
-    widths: tuple = (32,) * 10
-    sigma_min: float = 0.008
-    sigma_max: float = 0.2
-    rician_prob: float = 0.5
-    offset_prob: float = 0.5
-    offset_min: float = -0.6
-    thick_prob: float = 0.4
-    thick_mm: tuple = (1.5, 3.5)
-    voxel_mm: tuple = (0.8, 1.25)
-    gamma: tuple = (0.75, 1.33)
-    bias_strength: float = 0.4
-    gain: tuple = (0.8, 1.25)
-    validate_every: int = 200
-    checkpoint_every: int = 100
-    time_budget_s: float = 0.0  # > 0: the schedule ends (and training stops) after this much training time
-    seed: int = 0
-    name: str = "seqinv-denoise-resnet"
+from training.options import DenoiseResnetRecipe as Recipe
 
 
 def read_recipe(path: str | None) -> Recipe:
+    """The recipe of a flat `[train]` file or of the `denoise-resnet` stage of a recipe (`FILE#STAGE`)."""
     recipe = Recipe()
     if path:
-        with open(path, "rb") as f:
-            data = tomllib.load(f).get("train", {})
-        known = {f.name for f in fields(Recipe)}
-        unknown = sorted(set(data) - known)
+        file, _, name = str(path).partition("#")
+        with open(file, "rb") as f:
+            data = tomllib.load(f)
+        if "stage" in data:  # a recipe of ordered stages (training/recipe.py)
+            found = [s for s in data["stage"] if s.get("command") == "denoise-resnet"]
+            found = [s for s in found if name in ("", s.get("name"))]
+            if len(found) != 1:
+                raise SystemExit(f"error: {file}: {len(found)} denoise-resnet stages match; use FILE#STAGE")
+            data = found[0].get("options") or {}
+        else:
+            data = data.get("train", {})
+        data = {k.replace("-", "_"): v for k, v in data.items()}
+        unknown = sorted(set(data) - {f.name for f in fields(Recipe)})
         if unknown:
             raise SystemExit(f"error: unknown recipe keys {unknown} in {path}")
         for key, value in data.items():
             setattr(recipe, key, tuple(value) if isinstance(value, list) else value)
     return recipe
+
+
+def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per recipe key (`--steps 2400`, `--widths 32,32`), overriding the config file."""
+    for f in fields(Recipe):
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif isinstance(f.default, tuple):
+            kind = type(f.default[0])
+            p.add_argument(flag, type=lambda text, kind=kind: tuple(kind(v) for v in text.split(",")))
+        else:
+            p.add_argument(flag, type=type(f.default), default=None)
 
 
 # ------------------------------------------------------------------------------------------------ sources
@@ -100,7 +95,7 @@ def _scaled(volume: np.ndarray) -> torch.Tensor:
 def phantom_images(seeds: list[int], contrasts: int, seed: int) -> list[torch.Tensor]:
     from seqinv.physics import simulate
     from seqinv.physics.priors import draw_sequence
-    from training.data import default_cache_dir, load_phantom
+    from training.phantom_cache import default_cache_dir, load_phantom
 
     gen = torch.Generator().manual_seed(seed)
     images = []
@@ -201,8 +196,8 @@ def validation_set(size: int = 64) -> list[tuple[str, torch.Tensor, torch.Tensor
     """(name, noisy, clean, sigma) on two crops of the held-out phantom, 4 contrasts, 3 noise settings."""
     from seqinv.physics import simulate
     from seqinv.physics.phantom import HELD_OUT_SEED
-    from training.data import default_cache_dir, load_phantom
     from training.evaluate import phantom_protocols
+    from training.phantom_cache import default_cache_dir, load_phantom
 
     subject = load_phantom(HELD_OUT_SEED, lesion=False, cache_dir=default_cache_dir())
     centre = (subject.labels > 0).nonzero().float().mean(0).round().long().tolist()
@@ -253,7 +248,7 @@ def validate(net, cases) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------ loop
 def train(r: Recipe, output: Path) -> None:
     from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
-    from training.data import training_seeds
+    from training.phantom_cache import training_seeds
 
     torch.manual_seed(r.seed)
     output.mkdir(parents=True, exist_ok=True)
@@ -334,6 +329,7 @@ def train(r: Recipe, output: Path) -> None:
 
 def export(checkpoint: Path, output: Path, command: str) -> None:
     from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
+    from training.recipe import read_lineage
 
     state = torch.load(checkpoint, weights_only=False)
     r = state["recipe"]
@@ -348,19 +344,33 @@ def export(checkpoint: Path, output: Path, command: str) -> None:
         "validation": state["metrics"],
         "command": command,
     }
+    run_lineage = read_lineage(Path(checkpoint).parent)  # written by `seqinv train replay`
+    if run_lineage:
+        training["lineage"] = run_lineage
     net = ResidualDenoiser(denoiser_config(tuple(r["widths"]), name=r["name"], training=training))
     net.load_state_dict(state["model"])
     net.save_pretrained(output, dtype=torch.float16)
     print(f"exported step {state['step']} to {output}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Recipe]:
+    """The script's arguments and its recipe: defaults < --config file < the recipe flags given."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=None)
+    p.add_argument("--config", default=None, help="a flat [train] file or a recipe (FILE#STAGE)")
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--export", type=Path, default=None, help="checkpoint to export as a model folder")
     p.add_argument("--threads", type=int, default=1)
+    _add_recipe_flags(p)
     args = p.parse_args(argv)
+    recipe = read_recipe(args.config)
+    for f in fields(Recipe):
+        if getattr(args, f.name) is not None:
+            setattr(recipe, f.name, getattr(args, f.name))
+    return args, recipe
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, recipe = parse(argv)
     torch.set_num_threads(args.threads)
     if args.export:
         export(
@@ -369,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
             "python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml",
         )
     else:
-        train(read_recipe(args.config), args.output)
+        train(recipe, args.output)
 
 
 if __name__ == "__main__":

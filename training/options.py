@@ -218,9 +218,77 @@ class FinetuneOptions:
         return list(TASK_TABLE[self.task].labels) if self.task in TASK_TABLE else []
 
 
+@dataclass
+class DenoiseResnetRecipe:
+    """The keys of a `python -m training.denoise_resnet` recipe (training/recipes/denoise-resnet.toml)."""
+
+    phantoms: int = 8
+    contrasts_per_phantom: int = 4
+    icbm152: bool = True
+    patch_size: int = 48
+    batch_size: int = 4
+    steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 50
+    weight_decay: float = 1e-4
+    widths: tuple = (32,) * 10
+    sigma_min: float = 0.008
+    sigma_max: float = 0.2
+    rician_prob: float = 0.5
+    offset_prob: float = 0.5
+    offset_min: float = -0.6
+    thick_prob: float = 0.4
+    thick_mm: tuple = (1.5, 3.5)
+    voxel_mm: tuple = (0.8, 1.25)
+    gamma: tuple = (0.75, 1.33)
+    bias_strength: float = 0.4
+    gain: tuple = (0.8, 1.25)
+    validate_every: int = 200
+    checkpoint_every: int = 100
+    time_budget_s: float = 0.0  # > 0: the schedule ends (and training stops) after this much training time
+    seed: int = 0
+    name: str = "seqinv-denoise-resnet"
+
+
+@dataclass
+class DenoiseResnetOptions(DenoiseResnetRecipe):
+    """A `denoise-resnet` recipe stage: the script's recipe keys and the folder that receives the model."""
+
+    output: str = ""
+
+    def validate(self) -> None:
+        from seqinv.errors import ParameterError
+
+        if not self.output:
+            raise ParameterError("--output is required: the folder that receives the model and checkpoints")
+        for name in ("phantoms", "patch_size", "batch_size", "steps", "validate_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if self.patch_size % 2:
+            raise ParameterError(f"--patch-size {self.patch_size}: must be even (the denoiser halves it)")
+        if not self.widths:
+            raise ParameterError("--widths: give at least one layer width")
+        if not 0 < self.sigma_min <= self.sigma_max:
+            raise ParameterError(
+                f"noise range [{self.sigma_min}, {self.sigma_max}]: need 0 < --sigma-min <= --sigma-max"
+            )
+        for name in ("rician_prob", "offset_prob", "thick_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ParameterError(f"--{name.replace('_', '-')} {getattr(self, name)}: a rate in [0, 1]")
+
+    @property
+    def recipe(self) -> DenoiseResnetRecipe:
+        """The script's recipe (without the output folder, which is not part of the recorded recipe)."""
+        names = [f.name for f in dataclasses.fields(DenoiseResnetRecipe)]
+        return DenoiseResnetRecipe(**{name: getattr(self, name) for name in names})
+
+
 # ---- options from TOML files and back to a command line ------------------------------------------
 #: Option fields that are not command-line options.
 SKIP = {"extra"}
+#: Recipe commands that are scripts of their own rather than `seqinv train` subcommands.
+SCRIPTS = {"denoise-resnet": "python -m training.denoise_resnet"}
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -271,16 +339,19 @@ def build_options(cls, config_file: str | None, given: dict[str, Any], explicit:
 def command_line(sub: str, opts) -> str:
     """The exact command that reproduces `opts` (every option that differs from its default)."""
     defaults = type(opts)()
-    parts = ["seqinv", "train", sub]
-    for f in dataclasses.fields(opts):
-        if f.name in SKIP or (sub != "pretrain" and f.name == "task"):
+    parts = SCRIPTS[sub].split() if sub in SCRIPTS else ["seqinv", "train", sub]
+    names = [f.name for f in dataclasses.fields(opts)]
+    for name in ["output"] + [n for n in names if n != "output"]:
+        if name in SKIP or (sub != "pretrain" and name == "task"):
             continue
-        value, default = getattr(opts, f.name), getattr(defaults, f.name)
+        value, default = getattr(opts, name), getattr(defaults, name)
         if value == default:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             parts.append(flag if value else f"--no-{flag[2:]}")
+        elif isinstance(value, tuple | list):
+            parts += [flag, ",".join(str(v) for v in value)]
         else:
             parts += [flag, str(value)]
     if sub == "segment":

@@ -7,9 +7,10 @@ A recipe (training/recipes/<model>.toml) names the model and version it made and
 
     [[stage]]
     name = "gpu"              # the stage's output folder: RUNS/gpu
-    command = "segment"       # pretrain | segment | denoise
+    command = "segment"       # pretrain | segment | denoise | denoise-resnet
     note = "why this stage"   # optional
-    [stage.options]           # the options of `seqinv train <command>` (TOML names)
+    [stage.options]           # the options of `seqinv train <command>` (TOML names);
+                              # denoise-resnet: the keys of `python -m training.denoise_resnet`
     encoder = "@seqinv"       # "@name": the output folder of an earlier stage
 
     [[stage]]
@@ -30,9 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.options import SKIP, FinetuneOptions, PretrainOptions, command_line
+from training.options import SKIP, DenoiseResnetOptions, FinetuneOptions, PretrainOptions, command_line
 
-COMMANDS = {"pretrain": PretrainOptions, "segment": FinetuneOptions, "denoise": FinetuneOptions}
+COMMANDS = {
+    "pretrain": PretrainOptions,
+    "segment": FinetuneOptions,
+    "denoise": FinetuneOptions,
+    "denoise-resnet": DenoiseResnetOptions,
+}
 LINEAGE_NAME = "lineage.json"
 
 
@@ -40,7 +46,7 @@ LINEAGE_NAME = "lineage.json"
 class Stage:
     name: str
     command: str
-    options: Any  # PretrainOptions | FinetuneOptions, with outputs resolved
+    options: Any  # PretrainOptions | FinetuneOptions | DenoiseResnetOptions, with outputs resolved
     note: str = ""
 
     @property
@@ -110,6 +116,8 @@ def _stage(path: Path, raw: dict, output: Path, outputs: dict[str, str]) -> Stag
             options[key] = outputs[value[1:]]
     if command == "denoise":
         options["task"] = "denoise"
+    if command == "denoise-resnet":  # TOML arrays are the script's tuples
+        options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     opts = cls(**{**options, "output": str(output)})
     opts.validate()
     return Stage(raw["name"], command, opts, raw.get("note", ""))
@@ -148,7 +156,13 @@ def replay(
 
 
 def _run(stage: Stage) -> None:
-    if stage.command == "pretrain":
+    if stage.command == "denoise-resnet":
+        from training.denoise_resnet import export, train
+
+        output = Path(stage.options.output)
+        train(stage.options.recipe, output)
+        export(output / "best.pt", output, command=stage.command_line)  # the model folder, as _done expects
+    elif stage.command == "pretrain":
         from training.pretrain import run_pretrain
 
         run_pretrain(stage.options, command=stage.command_line)

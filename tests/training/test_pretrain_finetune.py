@@ -234,29 +234,36 @@ def test_published_recipes_are_valid_and_end_in_the_published_command():
     import json
     from pathlib import Path
 
+    import tomllib
+
     from training.recipe import plan
 
     root = Path(__file__).resolve().parents[2]
     names = sorted(p.stem for p in (root / "training" / "recipes").glob("*.toml"))
     assert names == ["arc", "base", "denoise", "denoise-resnet", "ixi", "seqaug", "seqinv"]
-    from training.denoise_resnet import read_recipe
-
-    recipe = root / "training" / "recipes" / "denoise-resnet.toml"  # denoise 2.0: its own script's format
-    assert read_recipe(str(recipe)).widths == (32,) * 10
-    names.remove("denoise-resnet")
     for name in names:
-        stages = plan(root / "training" / "recipes" / f"{name}.toml", "runs")  # every stage validates
-        folder = root / "seqinv" / "weights" / name
-        if (folder.parent / f"{name}@1.0").is_dir():  # a newer version is bundled as `name`
-            folder = folder.parent / f"{name}@1.0"
+        path = root / "training" / "recipes" / f"{name}.toml"
+        stages = plan(path, "runs")  # every stage validates
+        recipe = tomllib.loads(path.read_text(encoding="utf-8"))
+        folder = root / "seqinv" / "weights" / recipe["model"]
+        if (folder.parent / f"{recipe['model']}@{recipe['version']}").is_dir():  # a newer one is `model`
+            folder = folder.parent / f"{recipe['model']}@{recipe['version']}"
         training = json.loads((folder / "config.json").read_text())["training"]
+        assert training["lineage"]["recipe"] == path.name
         assert training["lineage"]["stages"][-1]["command"] == stages[-1].command_line
         assert [s["name"] for s in training["lineage"]["stages"]] == [s.name for s in stages]
-        published = training["options"]
-        for key in ("steps", "lr", "seed", "phantoms", "patch_size", "class_weights", "sequences"):
+        published = training.get("options") or training["recipe"]  # denoise-resnet records its recipe
+        for key in ("steps", "lr", "seed", "phantoms", "patch_size", "class_weights", "sequences", "widths"):
             if key in published:
-                assert getattr(stages[-1].options, key) == published[key], (name, key)
+                value = getattr(stages[-1].options, key)
+                assert (list(value) if key == "widths" else value) == published[key], (name, key)
     assert len(plan(root / "training" / "recipes" / "ixi.toml", "runs")) == 21
+    from training.denoise_resnet import read_recipe
+
+    published = json.loads((root / "seqinv" / "weights" / "denoise" / "config.json").read_text())
+    assert dataclasses.asdict(read_recipe(str(root / "training" / "recipes" / "denoise-resnet.toml"))) == {
+        k: tuple(v) if isinstance(v, list) else v for k, v in published["training"]["recipe"].items()
+    }  # the script reads the recipe's stage: the published recipe, key for key
 
 
 @pytest.mark.parametrize(
