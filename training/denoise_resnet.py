@@ -329,7 +329,7 @@ def train(r: Recipe, output: Path) -> None:
 
 def export(checkpoint: Path, output: Path, command: str) -> None:
     from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
-    from training.recipe import read_lineage
+    from training.lineage import read_lineage
 
     state = torch.load(checkpoint, weights_only=False)
     r = state["recipe"]

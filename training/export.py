@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from training.recipe import read_lineage
+from training.lineage import read_lineage
 
 TEMPLATE_NAME = "card_template.md"
 DESCRIPTIONS = {

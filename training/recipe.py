@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.lineage import LINEAGE_NAME
 from training.options import SKIP, DenoiseResnetOptions, FinetuneOptions, PretrainOptions, command_line
 
 COMMANDS = {
@@ -39,7 +40,6 @@ COMMANDS = {
     "denoise": FinetuneOptions,
     "denoise-resnet": DenoiseResnetOptions,
 }
-LINEAGE_NAME = "lineage.json"
 
 
 @dataclass
@@ -170,9 +170,3 @@ def _run(stage: Stage) -> None:
         from training.finetune import run_finetune
 
         run_finetune(stage.options, command=stage.command_line)
-
-
-def read_lineage(run: str | Path) -> dict | None:
-    """The lineage a replayed stage wrote into its run folder, if any."""
-    path = Path(run) / LINEAGE_NAME
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
