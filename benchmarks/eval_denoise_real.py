@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.realbench.metrics import ssim_3d  # the real-scan benchmark's SSIM
+
 PROTOCOLS = {"gaussian-0.2": ("gaussian", 0.2), "rician-3%": ("rician", 0.03), "rician-8%": ("rician", 0.08)}
 SLAB_MM = 24.0
 
@@ -73,28 +75,6 @@ def psnr_db(clean, estimate, region=None) -> float:
     diff = np.asarray(clean, np.float64) - np.asarray(estimate, np.float64)
     mse = float(np.mean(diff[region] ** 2 if region is not None else diff**2))
     return 20 * math.log10(1 / math.sqrt(mse))
-
-
-def ssim_3d(clean, estimate, data_range, window=7, sigma=1.5) -> float:
-    """Mean 3D SSIM, Gaussian window (as eval_real.py: 7, sigma 1.5, k1 0.01, k2 0.03, valid region)."""
-    import torch
-    import torch.nn.functional as F
-
-    window = min(window, *[n if n % 2 else n - 1 for n in np.shape(clean)])
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    x = torch.as_tensor(np.asarray(estimate, dtype=np.float64))
-    y = torch.as_tensor(np.asarray(clean, dtype=np.float64))
-    taps = torch.exp(-((torch.arange(window, dtype=torch.float64) - (window - 1) / 2) ** 2) / (2 * sigma**2))
-    taps = taps / taps.sum()
-    stats = torch.stack([x, y, x * x, y * y, x * y])[None]
-    for axis in range(3):
-        shape = [1, 1, 1]
-        shape[axis] = window
-        stats = F.conv3d(stats, taps.view(1, 1, *shape).repeat(5, 1, 1, 1, 1), groups=5)
-    mu_x, mu_y, xx, yy, xy = stats[0]
-    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
-    ssim = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * (2 * cov + c2) / (var_x + var_y + c2)
-    return float(ssim.mean())
 
 
 def seqinv_method(name: str, threads: int):
