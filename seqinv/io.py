@@ -446,6 +446,8 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; results get the usual permissions
+        if _WRITE_LOGS and path.exists():  # inside a case: keep the old result until the case finishes
+            os.replace(path, _backup_path(path))
         os.replace(tmp, path)
         for written in _WRITE_LOGS:
             written.append(path)
@@ -459,10 +461,15 @@ def atomic_path(path: str | os.PathLike):
 _WRITE_LOGS: list[list[Path]] = []
 
 
+def _backup_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.seqinv-previous")
+
+
 @contextlib.contextmanager
 def all_or_nothing():
     """Files written (through `atomic_path`) inside the block are removed again if the block fails or is
-    interrupted, so one case's outputs (image, probabilities, QC, sidecar) are all there or none is."""
+    interrupted, so one case's outputs (image, probabilities, QC, sidecar) are all there or none is; files
+    they replaced come back, so a failed re-run keeps the previous complete result."""
     written: list[Path] = []
     _WRITE_LOGS.append(written)
     try:
@@ -471,7 +478,14 @@ def all_or_nothing():
         for path in written:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.replace(_backup_path(path), path)
         raise
+    else:
+        if len(_WRITE_LOGS) == 1:  # the outermost block: the new results stand
+            for path in written:
+                with contextlib.suppress(OSError):
+                    os.unlink(_backup_path(path))
     finally:
         _WRITE_LOGS.remove(written)
 

@@ -52,6 +52,13 @@ def test_noise_estimate_of_a_constant_volume_is_an_error():
         dn.estimate_noise(np.zeros((20, 20, 20), np.float32))
 
 
+def test_noise_estimate_of_a_noiseless_piecewise_constant_volume_asks_for_sigma():
+    data = np.zeros((60, 60, 60), np.float32)
+    data[10:50, 10:50, 10:50], data[20:40, 20:40, 20:40] = 100, 200  # no noise anywhere: MAD 0
+    with pytest.raises(ParameterError, match="give --sigma"):
+        dn.estimate_noise(data)
+
+
 def test_space_to_depth_is_lossless_and_odd_sizes_keep_their_shape():
     x = torch.randn(2, 1, 6, 4, 8)
     assert space_to_depth(x).shape == (2, 8, 3, 2, 4)
@@ -125,7 +132,7 @@ def test_denoise_cli_sidecar_records_sigma_and_its_method(tmp_path, monkeypatch)
     clean, _ = _head((40, 44, 20))
     scan = tmp_path / "scan.nii.gz"
     nib.save(nib.Nifti1Image(_rician(clean, 6.0, rng).astype(np.float32), _oblique_affine()), scan)
-    denoise_files(scan, tmp_path / "out", settings=InferenceSettings(threads=1))
+    denoise_files(scan, tmp_path / "out", settings=InferenceSettings(threads=1, tta=True))
     out = nib.load(tmp_path / "out" / "scan_desc-denoised.nii.gz")
     assert out.shape == clean.shape
     np.testing.assert_allclose(out.affine, _oblique_affine(), atol=1e-5)
@@ -133,6 +140,7 @@ def test_denoise_cli_sidecar_records_sigma_and_its_method(tmp_path, monkeypatch)
     assert meta["noise_sigma_source"] == "estimated" and meta["noise_sigma_method"] == "background-rayleigh"
     assert meta["noise_sigma"] == pytest.approx(6.0, rel=0.15)
     assert meta["preprocessing"] == {"resampled": False, "grid": "input"}
+    assert meta["tta"] is False and meta["overlap"] is None  # one pass on the grid: no TTA, no windows
 
 
 def test_research_frozen_encoder_head_stays_loadable():

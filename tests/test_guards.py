@@ -240,3 +240,28 @@ def test_a_dicom_series_too_large_is_refused_before_it_is_read(tmp_path, monkeyp
         read_volume(folder)
     monkeypatch.setenv("SEQINV_MAX_MEMORY_GB", "1")
     assert read_volume(folder).shape == (128, 128, 40)
+
+
+def test_skip_existing_reruns_when_another_volume_is_asked_for(tmp_path, monkeypatch, capsys, tiny_models):
+    import json
+
+    data = np.stack([scan_data(seed=i) for i in range(2)], axis=-1)
+    scan = save_nifti(tmp_path / "scan.nii.gz", data)
+    out = tmp_path / "out"
+    args = ("-o", out, "--skip-existing")
+    assert run_command(monkeypatch, capsys, "segment", scan, tiny_models, "--volume", "0", *args)[0] == 0
+    sidecar = out / "scan_dseg.json"
+    assert json.loads(sidecar.read_text(encoding="utf-8"))["input_volume"] == 0
+    assert run_command(monkeypatch, capsys, "segment", scan, tiny_models, "--volume", "1", *args)[0] == 0
+    assert json.loads(sidecar.read_text(encoding="utf-8"))["input_volume"] == 1  # not skipped
+
+
+def test_a_volumes_csv_in_a_missing_folder_is_refused_before_any_scan(
+    tmp_path, monkeypatch, capsys, tiny_models
+):
+    scan = save_nifti(tmp_path / "scan.nii.gz", scan_data())
+    csv = tmp_path / "nodir" / "volumes.csv"
+    extra = ("-o", tmp_path / "o", "--volumes", csv)
+    code, err = run_command(monkeypatch, capsys, "segment", scan, tiny_models, *extra)
+    assert_refused(code, err, "--volumes")
+    assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []

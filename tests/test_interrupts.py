@@ -58,6 +58,22 @@ def test_all_or_nothing_keeps_files_of_a_finished_block(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
 
 
+def test_a_failed_rerun_keeps_the_previous_complete_result(tmp_path):
+    first, second = scan_data(seed=1), scan_data(seed=2)
+    with all_or_nothing():
+        write_volume(tmp_path / "a.nii.gz", first, np.eye(4))
+        write_volume(tmp_path / "a_probs.nii.gz", first, np.eye(4))
+    with pytest.raises(KeyboardInterrupt), all_or_nothing():  # the re-run replaces one file, then stops
+        write_volume(tmp_path / "a.nii.gz", second, np.eye(4))
+        raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "a_probs.nii.gz"]
+    np.testing.assert_allclose(nib.load(tmp_path / "a.nii.gz").get_fdata(), first, rtol=1e-6)
+    with all_or_nothing():  # a finished re-run replaces it and leaves no backup behind
+        write_volume(tmp_path / "a.nii.gz", second, np.eye(4))
+    np.testing.assert_allclose(nib.load(tmp_path / "a.nii.gz").get_fdata(), second, rtol=1e-6)
+    _no_temporaries(tmp_path)
+
+
 def _inputs(folder: Path) -> list[Path]:
     folder.mkdir()
     return [

@@ -349,9 +349,14 @@ def _denoise_native(volume: Volume, net: Any, sigma, settings, device, timer: Ti
         sigma_source=source,
         gain=1.0,
         record=None,
-        info=RunInfo(str(device), "fp32", settings.to_dict(), timer.stages_s),
+        # one pass (in slabs) on the stored grid: no sliding-window overlap or flip TTA to record
+        info=RunInfo(str(device), "fp32", _native_settings(settings), timer.stages_s),
         sigma_method=method,
     )
+
+
+def _native_settings(settings) -> dict:
+    return {**settings.to_dict(), "overlap": None, "sw_batch_size": None, "tta": False}
 
 
 # ------------------------------------------------------------------------------------------------ embed

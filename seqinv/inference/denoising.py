@@ -96,7 +96,10 @@ def estimate_noise(data: np.ndarray) -> tuple[float, str]:
     inside = _valid(foreground)
     if inside.sum() < 1000:
         raise ParameterError("cannot estimate the noise level (too little foreground); give --sigma")
-    return _mad_std(response[inside]), "foreground-mad"
+    noise = _mad_std(response[inside])
+    if not noise > 0:  # e.g. a noiseless or nearest-neighbour-upsampled image: dividing by 0 gives NaN
+        raise ParameterError("cannot estimate the noise level (the image shows no noise); give --sigma")
+    return noise, "foreground-mad"
 
 
 def slabs(length: int, core: int, halo: int) -> list[tuple[slice, slice, slice]]:

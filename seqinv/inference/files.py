@@ -248,9 +248,19 @@ def _load(task: str, model: Any, log: Log | None, check_task: bool = True):
     return net, source
 
 
-def _exists(enabled: bool):
+def _exists(enabled: bool, volume: int | None = None):
+    """`--skip-existing`: the output and its sidecar exist, made from the same `--volume` of the input."""
+
     def skip(src: Path, dst: Path) -> bool:
-        return enabled and dst.exists() and sidecar_path(dst).exists()
+        if not (enabled and dst.exists() and sidecar_path(dst).exists()):
+            return False
+        if volume is None:
+            return True
+        try:
+            meta = json.loads(sidecar_path(dst).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return meta.get("input_volume") == volume
 
     return skip
 
@@ -319,6 +329,8 @@ def segment_files(
     targets = plan_outputs(paths, None if output is None else str(output), "dseg", NIFTI_OUT)
     qc_paths = qc_targets(qc, paths, targets)
     csv_path = Path(volumes) if volumes else targets[0].parent / "volumes.csv"
+    if volumes and not (csv_path.parent if str(csv_path.parent) else Path(".")).is_dir():
+        raise InputError(f"--volumes {volumes}: folder {csv_path.parent} does not exist; create it first")
     brain_net, brain_source = brain_mask_model(task, brain_model, log)  # options are checked first
     net, source = _load(task, model, log)
     if brain_net is not None:
@@ -334,7 +346,7 @@ def segment_files(
         return meta
 
     def skip(src: Path, dst: Path) -> bool:
-        if not _exists(skip_existing)(src, dst):
+        if not _exists(skip_existing, volume)(src, dst):
             return False
         meta = json.loads(sidecar_path(dst).read_text(encoding="utf-8"))
         rows.append(volumes_row(src, dst, meta.get("volumes_ml", {})))
@@ -370,7 +382,7 @@ def denoise_files(
     def process(src: Path, dst: Path) -> dict:
         return denoise_file(src, dst, net, source, settings, sigma, volume)
 
-    return run_cases(paths, targets, process, _exists(skip_existing), "denoise", progress)
+    return run_cases(paths, targets, process, _exists(skip_existing, volume), "denoise", progress)
 
 
 def embed_files(
@@ -392,4 +404,4 @@ def embed_files(
     def process(src: Path, dst: Path) -> dict:
         return embed_file(src, dst, net, source, settings, volume)
 
-    return run_cases(paths, targets, process, _exists(skip_existing), "embed", progress)
+    return run_cases(paths, targets, process, _exists(skip_existing, volume), "embed", progress)
