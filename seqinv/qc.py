@@ -67,3 +67,14 @@ def write_montage(path: str | os.PathLike, image: np.ndarray, labels: np.ndarray
     rgb = montage(image, labels)
     with atomic_path(path) as tmp:
         sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(tmp))
+
+
+def write_grid(path: str | os.PathLike, rows: list[list[np.ndarray]]) -> None:
+    """Write rows of 2D grey images (values in [0, 1]) as one PNG grid, atomically (e.g. denoising
+    panels: one row per scan)."""
+    import SimpleITK as sitk
+
+    grey = np.clip(_tile(rows, 0.0), 0, 1)
+    rgb = np.repeat((grey[..., None] * 255.0).round().astype(np.uint8), 3, axis=-1)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(tmp))

@@ -62,6 +62,8 @@ HELP = {
     "sigma_max": "Denoising: largest noise sigma (z-scored units).",
     "rician_prob": "Denoising: probability of Rician rather than Gaussian noise.",
 }
+
+
 def _make_command(cls, sub: str, runner, fixed: dict | None = None, hidden: set[str] = frozenset()):
     """A typer command whose options are the dataclass fields (plus --config)."""
     fixed = fixed or {}

@@ -107,6 +107,36 @@ def phantom_images(seeds: list[int], contrasts: int, seed: int) -> list[torch.Te
     return images
 
 
+def head_phantom_images(count: int, folder: str, seed: int) -> list[torch.Tensor]:
+    """One image per whole-head SynthSeg phantom (training label maps only, each with a new random
+    anatomy draw and sequence from the priors), 1 mm, no noise."""
+    from seqinv.physics import simulate
+    from seqinv.physics.anatomy import make_head_phantom
+    from seqinv.physics.priors import draw_sequence
+    from training.head_phantoms import head_pool
+
+    gen = torch.Generator().manual_seed(seed + 17)
+    subjects = head_pool(count, folder)
+    images = []
+    for k in range(count):
+        subject = subjects[k % len(subjects)]
+        phantom = make_head_phantom(subject.name, seed * 1000 + k, anatomy=subject.anatomy)
+        image = torch.nan_to_num(simulate(phantom.maps, draw_sequence(gen)).float())
+        images.append(_scaled(image.numpy()))
+        _log(f"head phantom {subject.name}: done")
+    return images
+
+
+def initial_weights(net, init: str) -> None:
+    """Start from a trained denoiser (folder or model name) of the same widths."""
+    from seqinv.models.factory import load_model
+
+    trained, _ = load_model(init)
+    if tuple(trained.config.features) != tuple(net.config.features):
+        raise SystemExit(f"error: --init {init}: its widths differ from this recipe's")
+    net.load_state_dict(trained.float().state_dict(), strict=True)
+
+
 def icbm152_image() -> torch.Tensor:
     from nilearn.datasets import load_mni152_template
 
@@ -254,11 +284,15 @@ def train(r: Recipe, output: Path) -> None:
     output.mkdir(parents=True, exist_ok=True)
     (output / "recipe.json").write_text(json.dumps(asdict(r), indent=2))
     images = phantom_images(training_seeds(r.phantoms), r.contrasts_per_phantom, r.seed)
+    if r.head_phantoms:
+        images += head_phantom_images(r.head_phantoms, r.label_maps, r.seed)
     if r.icbm152:
         images.append(icbm152_image())
     cases = validation_set()
     _log(f"{len(images)} training volumes, {len(cases)} validation cases")
     net = ResidualDenoiser(denoiser_config(tuple(r.widths)))
+    if r.init:
+        initial_weights(net, r.init)
     opt = torch.optim.AdamW(net.parameters(), lr=r.lr, weight_decay=r.weight_decay)
     start, best = 0, -math.inf
     last = output / "last.pt"
@@ -337,7 +371,9 @@ def export(checkpoint: Path, output: Path, command: str) -> None:
         "kind": "denoise",
         "data": (
             f"{r['phantoms']} built-in phantoms x {r['contrasts_per_phantom']} random contrasts"
+            + (f" + {r['head_phantoms']} whole-head SynthSeg phantoms" if r.get("head_phantoms") else "")
             + (" + nilearn ICBM152 2009a T1w template" if r["icbm152"] else "")
+            + (f"; started from {r['init']}" if r.get("init") else "")
         ),
         "recipe": r,
         "steps": state["step"],

@@ -225,6 +225,9 @@ class DenoiseResnetRecipe:
     phantoms: int = 8
     contrasts_per_phantom: int = 4
     icbm152: bool = True
+    head_phantoms: int = 0  # whole-head SynthSeg phantoms (training label maps only), one image each
+    label_maps: str = ""  # folder of SynthSeg label maps (default: $SEQINV_LABEL_MAPS)
+    init: str = ""  # a denoiser (folder or model name, same widths) to start from instead of scratch
     patch_size: int = 48
     batch_size: int = 4
     steps: int = 2000

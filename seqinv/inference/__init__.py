@@ -91,9 +91,7 @@ def segment(
         brain = _model(BRAIN_TASK, None if brain_model == "auto" else brain_model)
     volumes, single = _volumes(inputs, volume)
     settings = InferenceSettings(**settings)
-    results = [
-        segment_volume(v, net, settings, probs=probs, brain_model=brain, task=task) for v in volumes
-    ]
+    results = [segment_volume(v, net, settings, probs=probs, brain_model=brain, task=task) for v in volumes]
     return results[0] if single else results
 
 

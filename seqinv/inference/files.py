@@ -321,9 +321,7 @@ def segment_files(
     Returns the `BatchSummary` (`results` maps each input to its sidecar).
     """
     if task not in SEGMENT_TASKS:
-        raise ParameterError(
-            f"unknown task {task!r} for segment; expected one of {', '.join(SEGMENT_TASKS)}"
-        )
+        raise ParameterError(f"unknown task {task!r} for segment; expected one of {', '.join(SEGMENT_TASKS)}")
     settings = _settings(settings)
     paths = _paths(inputs)
     targets = plan_outputs(paths, None if output is None else str(output), "dseg", NIFTI_OUT)

@@ -38,7 +38,6 @@ MASK_RECIPES = {
 }
 
 
-
 def default_cache_dir() -> Path:
     return Path(os.environ.get("SEQINV_REAL_CACHE", DEFAULT_CACHE)).expanduser()
 

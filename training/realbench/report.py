@@ -202,6 +202,12 @@ def markdown(seg_rows, den_rows, context) -> str:
         parts += ["", "## Denoising", ""]
         parts += [DENOISE_NOTE.format(slab_mm=options.slab_mm), ""]
         parts += denoise_means(den_rows) + [""] + denoise_table(den_rows)
+        protocols = sorted({r["protocol"] for r in den_rows})
+        parts += [
+            "",
+            "Montages (one row per scan, the slab's middle axial slice; columns: noisy, then each method "
+            "run, then clean): " + ", ".join(f"`real_scans/denoise_{p}.png`" for p in protocols),
+        ]
     parts += ["", "Recipes of the references: `training/realbench/references.py`."]
     return "\n".join(parts) + "\n"
 

@@ -264,7 +264,20 @@ def resolution_rows(scans, model, settings, model_name: str, profile: str) -> li
 
 
 # ------------------------------------------------------------------------------------------------ denoise
-def denoise_rows(scans, model, options: RealOptions) -> list[dict]:
+#: Columns of the denoising montage (`real_scans/denoise_<protocol>.png`), one row per scan.
+PANELS = ("input", "seqinv", "nlmeans", "bm4d", "clean")
+
+
+def panel(case: dn.DenoiseCase, volume: np.ndarray) -> np.ndarray:
+    """The slab's middle axial slice of `volume`, windowed on the clean slice (0.5-99.5 percentiles)."""
+    axis = dn.axial_axis(case.affine)
+    take = lambda v: np.rot90(np.take(v, v.shape[axis] // 2, axis=axis))  # noqa: E731
+    lo, hi = np.percentile(take(case.clean), [0.5, 99.5])
+    return (take(volume) - lo) / max(float(hi - lo), 1e-6)
+
+
+def denoise_rows(scans, model, options: RealOptions) -> tuple[list[dict], dict[str, list]]:
+    """Scores of every method on every scan and protocol, and the montage rows per protocol."""
     from seqinv.preprocess import head_region
 
     makers = {
@@ -273,7 +286,7 @@ def denoise_rows(scans, model, options: RealOptions) -> list[dict]:
         "bm4d": dn.bm4d_denoiser,
     }
     methods = {m: makers[m]() for m in options.methods if m != "seqinv" or model is not None}
-    rows, warm = [], False
+    rows, warm, panels = [], False, {}
     for k, (name, scan) in enumerate(scans.items()):
         data = scan.volume.data
         head = head_region(data)
@@ -302,6 +315,7 @@ def denoise_rows(scans, model, options: RealOptions) -> list[dict]:
             )
             base = {"scan": name, "protocol": protocol, "region": shape}
             rows.append({**base, "method": "input", **dn.scores(case, noisy), "time_s": 0.0})
+            shown = {"input": noisy, "clean": clean}
             for method, fn in methods.items():
                 if method == "seqinv":
                     if not warm:  # one-off kernel set-up, untimed
@@ -312,7 +326,9 @@ def denoise_rows(scans, model, options: RealOptions) -> list[dict]:
                     estimate, seconds = cached_baseline(scan.cache, f"{method}-{key}", fn, case)
                 rows.append({**base, "method": method, **dn.scores(case, estimate), "time_s": seconds})
                 log(f"  denoise {name} {protocol} {method}: {rows[-1]['psnr_db']:.2f} dB {seconds:.1f} s")
-    return rows
+                shown[method] = estimate
+            panels.setdefault(protocol, []).append([panel(case, shown[m]) for m in PANELS if m in shown])
+    return rows, panels
 
 
 def cached_baseline(cache: Cache, key: str, fn, case) -> tuple[np.ndarray, float]:
@@ -353,6 +369,7 @@ def run_real(options: RealOptions) -> dict:
     import torch
 
     from seqinv.inference import InferenceSettings, load_task_model
+    from seqinv.qc import write_grid
     from training.realbench.report import write_report
 
     torch.set_num_threads(options.threads)
@@ -381,7 +398,9 @@ def run_real(options: RealOptions) -> dict:
         if options.denoise_model and "seqinv" in options.methods:
             model, source = load_task_model("denoise", options.denoise_model)
             models["denoise"] = describe(source)
-        den_rows = denoise_rows(scans, model, options)
+        den_rows, panels = denoise_rows(scans, model, options)
+        for protocol, grid in panels.items():
+            write_grid(output / "real_scans" / f"denoise_{protocol}.png", grid)
         times["denoising_s"] = time.perf_counter() - t
     times["total_s"] = time.perf_counter() - start
     hits = sum(s.cache.hits for s in scans.values())
