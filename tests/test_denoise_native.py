@@ -147,3 +147,27 @@ def test_research_frozen_encoder_head_stays_loadable():
     model, source = load_model("denoise@1.0", prefer="bundled")
     assert model.config.arch == "unet" and source.version == "1.0"
     assert source.location == "seqinv/weights/denoise@1.0"
+
+
+def test_an_offset_does_not_change_the_noise_estimate_of_a_z_scored_image():
+    """Images with negative values (z-scored) have Gaussian noise: their air level is removed before the
+    network, so adding a constant (that keeps some values negative) changes nothing; magnitude images
+    (>= 0) are taken as they are."""
+    torch.manual_seed(0)
+    net = ResidualDenoiser(denoiser_config((4, 4)))
+    for p in net.tail.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    net.eval()
+    rng = np.random.default_rng(1)
+    data = np.zeros((24, 20, 18), dtype=np.float32) - 1.5
+    data[4:20, 4:16, 4:14] = 1.0
+    data += 0.1 * rng.standard_normal(data.shape).astype(np.float32)
+    cpu = torch.device("cpu")
+    assert dn.signal_floor(data, 0.1) == pytest.approx(-1.5, abs=0.05)  # the air level
+    np.testing.assert_allclose(
+        dn.predict_noise(net, data - 2.3, 0.1, cpu), dn.predict_noise(net, data, 0.1, cpu), atol=1e-5
+    )
+    magnitude = np.abs(data + 1.5)
+    assert dn.signal_floor(magnitude, 0.1) == 0.0
+    shifted = dn.predict_noise(net, magnitude + 0.5, 0.1, cpu)
+    assert np.abs(shifted - dn.predict_noise(net, magnitude, 0.1, cpu)).max() > 1e-3  # Rician: no shift

@@ -33,6 +33,18 @@ def intensity_scale(data: np.ndarray) -> float:
     return float(np.percentile(sample[sample > 0.1 * high], 99))
 
 
+def signal_floor(data: np.ndarray, sigma: float) -> float:
+    """The air (or darkest tissue) level of an image that is not a magnitude image (it has negative
+    values, e.g. a z-scored scan): its 1st percentile + 2.33 sigma. The denoiser learnt images whose air
+    sits at 0, so this level is subtracted first; Gaussian noise does not change with an offset, and the
+    result does not either. 0 for magnitude images (>= 0), where an offset would change Rician noise."""
+    sample = np.asarray(data, dtype=np.float32)
+    sample = sample[::2, ::2, ::2] if min(sample.shape) > 32 else sample
+    if float(sample.min()) >= 0:
+        return 0.0
+    return float(np.percentile(sample, 1)) + 2.326 * float(sigma)
+
+
 def _second_difference_3d(data: np.ndarray) -> np.ndarray:
     """[1, -2, 1] along each axis in turn (valid region): smooth anatomy cancels, white noise of std s
     gives std s * sqrt(216)."""
@@ -117,13 +129,15 @@ MAX_PASS_VOXELS = 12_000_000
 
 
 def predict_noise(net, data: np.ndarray, sigma: float, device) -> np.ndarray:
-    """The denoiser's noise estimate over a whole volume (input units), in slabs along the first axis
-    when it is large; each slab carries the network's receptive field (`net.halo`) so the result equals
-    one pass over the whole volume."""
+    """The denoiser's noise estimate over a whole volume (input units; `signal_floor` removed first), in
+    slabs along the first axis when it is large; each slab carries the network's receptive field
+    (`net.halo`) so the result equals one pass over the whole volume."""
     import torch
 
-    scale = intensity_scale(data)
-    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32) / scale)
+    floor = signal_floor(data, sigma)
+    shifted = np.asarray(data, dtype=np.float32) - floor
+    scale = intensity_scale(shifted)
+    x = torch.from_numpy(np.ascontiguousarray(shifted) / scale)
     plane = int(np.prod(data.shape[1:]))
     core = max(8, MAX_PASS_VOXELS // max(plane, 1) - 2 * net.halo)
     core += core % 2
