@@ -127,6 +127,13 @@ def head_phantom_images(count: int, folder: str, seed: int) -> list[torch.Tensor
     return images
 
 
+def pinned(init: str) -> str:
+    """A published model name as `name@version` (what `init` loaded when this run started)."""
+    from seqinv.models.catalogue import is_published, resolve
+
+    return resolve(init).ref if init and is_published(init) else init
+
+
 def initial_weights(net, init: str) -> None:
     """Start from a trained denoiser (folder or model name) of the same widths."""
     from seqinv.models.factory import load_model
@@ -281,6 +288,7 @@ def train(r: Recipe, output: Path) -> None:
     from training.phantom_cache import training_seeds
 
     torch.manual_seed(r.seed)
+    r.init = pinned(r.init)
     output.mkdir(parents=True, exist_ok=True)
     (output / "recipe.json").write_text(json.dumps(asdict(r), indent=2))
     images = phantom_images(training_seeds(r.phantoms), r.contrasts_per_phantom, r.seed)
@@ -367,6 +375,7 @@ def export(checkpoint: Path, output: Path, command: str) -> None:
 
     state = torch.load(checkpoint, weights_only=False)
     r = state["recipe"]
+    r["init"] = pinned(r.get("init", ""))  # train() pins it; runs older than that did not
     training = {
         "kind": "denoise",
         "data": (

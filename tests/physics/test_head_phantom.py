@@ -305,3 +305,18 @@ def test_simulate_cli_bad_head_options(args, message, tmp_path):
     result = CliRunner().invoke(app, ["simulate", *args, "-o", str(tmp_path / "x.nii.gz")])
     assert result.exit_code != 0
     assert message in str(result.exception) + result.output
+
+
+def test_denoiser_training_images_are_scaled_whole_head_phantoms(tmp_path):
+    import nibabel as nib
+
+    from seqinv.inference.denoising import intensity_scale
+    from training.denoise_resnet import head_phantom_images
+
+    labels, affine = synthetic_lia()
+    nib.save(nib.Nifti1Image(labels.astype(np.int16), affine), tmp_path / "training_seg_01.nii.gz")
+    (image,) = head_phantom_images(1, str(tmp_path), seed=0)
+    assert image.dtype == torch.float16 and image.ndim == 3
+    assert min(image.shape) > 30  # the whole head (cropped to its content), not a patch
+    assert float(image.min()) >= 0
+    assert intensity_scale(image.float().numpy()) == pytest.approx(1.0, rel=0.02)

@@ -1,0 +1,27 @@
+"""`python -m training.denoise_resnet --init`: a run starts from a trained denoiser of the same widths."""
+
+import pytest
+import torch
+
+from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
+from training.denoise_resnet import initial_weights, pinned
+
+
+def test_init_copies_every_weight_and_refuses_other_widths(tmp_path):
+    torch.manual_seed(0)
+    trained = ResidualDenoiser(denoiser_config((4, 4)))
+    for p in trained.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    trained.save_pretrained(tmp_path / "m", dtype=torch.float32)
+    fresh = ResidualDenoiser(denoiser_config((4, 4)))
+    initial_weights(fresh, str(tmp_path / "m"))
+    for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(SystemExit, match="widths differ"):
+        initial_weights(ResidualDenoiser(denoiser_config((4, 4, 4))), str(tmp_path / "m"))
+
+
+def test_a_published_name_is_recorded_with_its_version(tmp_path):
+    assert pinned("denoise@1.0") == "denoise@1.0"
+    assert pinned("denoise").startswith("denoise@")
+    assert pinned(str(tmp_path)) == str(tmp_path) and pinned("") == ""
