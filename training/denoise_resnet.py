@@ -1,7 +1,7 @@
 """Train the default denoiser (`seqinv.models.denoiser.ResidualDenoiser`) on clean images with known noise.
 
-    seqinv train replay training/recipes/denoise-resnet.toml --runs runs   # trains and exports runs/denoise
-    python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml \
+    seqinv train replay training/recipes/denoise-resnet.toml --runs runs   # trains and exports runs/heads
+    python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml#heads \
         --output runs/denoise-resnet [--steps N ...]   # one flag per recipe key overrides the file
     python -m training.denoise_resnet --export runs/denoise-resnet/best.pt --output runs/denoise-export
 
@@ -392,6 +392,7 @@ def export(checkpoint: Path, output: Path, command: str) -> None:
     run_lineage = read_lineage(Path(checkpoint).parent)  # written by `seqinv train replay`
     if run_lineage:
         training["lineage"] = run_lineage
+        training["command"] = run_lineage["stages"][-1]["command"]  # what made it, not the export call
     net = ResidualDenoiser(denoiser_config(tuple(r["widths"]), name=r["name"], training=training))
     net.load_state_dict(state["model"])
     net.save_pretrained(output, dtype=torch.float16)
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         export(
             args.export,
             args.output,
-            "python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml",
+            "python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml#heads",
         )
     else:
         train(recipe, args.output)

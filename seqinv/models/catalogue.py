@@ -106,6 +106,17 @@ CATALOGUE: list[PublishedModel] = [
         "denoising on the input's own grid: residual CNN at half resolution, noise level as input",
         True,
     ),
+    PublishedModel(
+        "denoise",
+        "2.1",
+        "task",
+        "denoise",
+        f"{HUB_ORG}/seqinv-lite-denoise",
+        "v2.1",
+        "07a9c38f24d2fc1cffd210e1d2e29f0533fafd9c24394850def850f9c1c49c88",
+        "denoising on the input's own grid: 2.0 trained further, with whole-head phantoms added",
+        True,
+    ),
 ]
 
 

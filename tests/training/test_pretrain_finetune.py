@@ -261,9 +261,12 @@ def test_published_recipes_are_valid_and_end_in_the_published_command():
     from training.denoise_resnet import read_recipe
 
     published = json.loads((root / "seqinv" / "weights" / "denoise" / "config.json").read_text())
-    assert dataclasses.asdict(read_recipe(str(root / "training" / "recipes" / "denoise-resnet.toml"))) == {
-        k: tuple(v) if isinstance(v, list) else v for k, v in published["training"]["recipe"].items()
-    }  # the script reads the recipe's stage: the published recipe, key for key
+    last = read_recipe(str(root / "training" / "recipes" / "denoise-resnet.toml#heads"))
+    recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in published["training"]["recipe"].items()}
+    assert last.init == "@denoise" and recorded.pop("init") == "denoise@2.0"  # the stage before, as published
+    assert {k: v for k, v in dataclasses.asdict(last).items() if k != "init"} == recorded  # key for key
+    with pytest.raises(SystemExit, match="2 denoise-resnet stages match; use FILE#STAGE"):
+        read_recipe(str(root / "training" / "recipes" / "denoise-resnet.toml"))
 
 
 @pytest.mark.parametrize(
