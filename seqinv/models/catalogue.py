@@ -96,6 +96,17 @@ CATALOGUE: list[PublishedModel] = [
         "research: the paper's frozen-encoder denoising head (1 mm RAS; what `seqinv evaluate` compares)",
     ),
     PublishedModel(
+        "ixi",
+        "1.1",
+        "task",
+        "ixi",
+        f"{HUB_ORG}/seqinv-lite-ixi",
+        "v1.1",
+        "a2b43b8f093bf7739646267a85304bbea5b322585bf516f8bd6734d3f4216183",
+        "tissue segmentation (background, CSF, GM, WM), any contrast: 1.0 trained on whole-head phantoms",
+        True,
+    ),
+    PublishedModel(
         "denoise",
         "2.0",
         "task",
