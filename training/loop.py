@@ -18,7 +18,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """`auto`: bf16 on GPU, or on CPU only where oneDNN has bf16 kernels (else Conv3d is ~100× slower)."""
+    """`auto`: bf16 on GPU, or on CPU only where it is native (AVX512-BF16/AMX; else Conv3d is slower)."""
     from seqinv.errors import ParameterError
 
     if precision not in PRECISIONS:
@@ -27,7 +27,9 @@ def resolve_precision(precision: str, device: str) -> str:
         return precision
     if device.startswith("cuda"):
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    from seqinv.inference.sliding import native_cpu_bf16
+
+    return "bf16" if native_cpu_bf16() else "fp32"
 
 
 def autocast(precision: str, device: str):

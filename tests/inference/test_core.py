@@ -202,12 +202,18 @@ def _model_input(data):
 
 def test_auto_precision_follows_cpu_bf16_support(monkeypatch):
     from seqinv.inference.sliding import resolve_precision
+    from training.loop import resolve_precision as training_precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
-    assert resolve_precision("auto", cpu) == "bf16"
+    for avx512_bf16, amx, wanted in ((False, False, "fp32"), (True, False, "bf16"), (False, True, "bf16")):
+        # oneDNN says yes on plain AVX-512 too (it emulates bf16): only native bf16 or AMX count
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert resolve_precision("auto", cpu) == wanted
+        assert training_precision("auto", "cpu") == wanted
     assert resolve_precision("fp32", cpu) == "fp32"
 
 
