@@ -375,7 +375,6 @@ def export(checkpoint: Path, output: Path, command: str) -> None:
 
     state = torch.load(checkpoint, weights_only=False)
     r = state["recipe"]
-    r["init"] = pinned(r.get("init", ""))  # train() pins it; runs older than that did not
     training = {
         "kind": "denoise",
         "data": (

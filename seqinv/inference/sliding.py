@@ -87,11 +87,11 @@ def resolve_precision(name: str, device: torch.device) -> str:
 def native_cpu_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). oneDNN's own check also says yes on
     plain AVX-512, where it emulates bf16: autocast was 2.5x slower than fp32 there (an Intel Xeon)."""
-    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    if avx512_bf16 is None or amx is None:  # an older torch: oneDNN's check is all there is
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return bool(avx512_bf16() or amx()) and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    checks = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if None in checks:  # an older torch: oneDNN's check is all there is
+        return onednn
+    return onednn and any(check() for check in checks)
 
 
 def flip_tta(predictor: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
