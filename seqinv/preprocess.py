@@ -158,6 +158,15 @@ class PreprocessRecord:
         fills = [1.0] + [0.0] * (probs.shape[0] - 1)
         return np.argmax(self.invert(probs, fill=fills, order=1), axis=0).astype(np.uint8)
 
+    def labels_to_model(self, labels: np.ndarray) -> np.ndarray:
+        """uint8 labels on the input grid -> the cropped model-space grid (nearest voxel; exact when the grid
+        was not resampled). For QC of labels made on the input grid."""
+        from scipy.ndimage import affine_transform
+
+        matrix = np.linalg.inv(self.input_affine) @ self.crop_affine  # model voxel -> input voxel
+        shape = self.crop_shape
+        return affine_transform(labels, matrix, output_shape=shape, order=0, mode="constant", cval=0)
+
     def _invert_channel(self, array: np.ndarray, fill: float, order: int) -> np.ndarray:
         if array.shape != self.crop_shape:
             raise ValueError(f"array shape {array.shape} does not match the crop shape {self.crop_shape}")

@@ -19,6 +19,7 @@ class Task:
 
     `head_mask`: voxels outside the head become background (tissue labels in the noisy air of a scan are
     not anatomy). `brain_mask`: calls stay inside the brain (CSF, GM, WM) of a tissue model.
+    `refine`: the tissue probabilities are refined by this scan's intensities (seqinv/inference/refine.py).
     """
 
     name: str
@@ -28,6 +29,7 @@ class Task:
     head_mask: bool
     brain_mask: bool
     description: str
+    refine: bool = False
 
     @property
     def trainable(self) -> bool:
@@ -46,6 +48,7 @@ TASKS: dict[str, Task] = {
             head_mask=True,
             brain_mask=False,
             description="brain tissue (0 background, 1 CSF, 2 GM, 3 WM)",
+            refine=True,
         ),
         Task(
             "arc",

@@ -192,10 +192,16 @@ def head_phantom_cases(task: str, crop: int = 0, folder: str = "", cache_dir=Non
 
 
 def evaluate_model(
-    model, cases: Iterable[EvalCase], sigma: float = EVAL_SIGMA, seed: int = 0, brain_model=None
+    model,
+    cases: Iterable[EvalCase],
+    sigma: float = EVAL_SIGMA,
+    seed: int = 0,
+    brain_model=None,
+    refine: bool | None = None,
 ) -> list[dict]:
     """Rows of (subject, contrast, site, metric, class, value) for one model (`brain_model`: a tissue
-    model bounding a lesion model's calls, see `segment_volume`).
+    model bounding a lesion model's calls; `refine`: the intensity refinement, default the task's; see
+    `segment_volume`).
 
     Whole volumes go through `seqinv.inference` (`segment_volume` / `denoise_volume`: the preprocessing,
     Gaussian-blended sliding window with overlap 0.5 and the model's patch size, and the mapping back to
@@ -222,7 +228,7 @@ def evaluate_model(
                 rows.append({**base, "metric": name, "class": "", "value": value})
             continue
         volume = case.volume(case.image)
-        labels = segment_volume(volume, model, settings, brain_model=brain_model).labels
+        labels = segment_volume(volume, model, settings, brain_model=brain_model, refine=refine).labels
         pred = torch.from_numpy(labels.astype(np.int64))
         truth = case.labels.long()
         for name, value in dice_per_class(pred, truth, config.labels).items():

@@ -102,6 +102,12 @@ def segment(
         "--no-head-mask",
         help="Keep tissue labels outside the head (by default the air around it is background).",
     ),
+    no_refine: bool = typer.Option(
+        False,
+        "--no-refine",
+        help="ixi: the network's labels as they are (by default they are refined by the scan's own "
+        "intensities: one Gaussian per tissue fitted to this scan, and a smooth bias field).",
+    ),
     brain_model: str = typer.Option(
         None,
         "--brain-model",
@@ -138,6 +144,7 @@ def segment(
         qc=qc,
         volumes=volumes,
         head_mask=False if no_head_mask else None,
+        refine=False if no_refine else None,
         brain_model=None if no_brain_mask else (brain_model or "auto"),
         skip_existing=skip_existing,
         settings=settings,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from seqinv.errors import ParameterError, WeightsError
+from seqinv.inference.refine import refine_probabilities
 from seqinv.inference.sliding import InferenceSettings, resolve_device, resolve_precision, sliding_window
 from seqinv.io import Volume
 from seqinv.preprocess import Preprocessor, PreprocessRecord, head_region
@@ -60,6 +61,7 @@ class SegmentResult:
     model_image: np.ndarray  # model-space input (cropped), for QC
     model_labels: np.ndarray  # model-space labels (cropped), for QC
     info: RunInfo
+    refinement: dict | None = None  # what the intensity refinement fitted (None: not run)
 
 
 @dataclass
@@ -168,6 +170,7 @@ def segment_volume(
     head_mask: bool | None = None,
     brain_model: Any = None,
     task: str | None = None,
+    refine: bool | None = None,
 ) -> SegmentResult:
     """Tissue/lesion labels (uint8) on the input's grid, per-class volumes in mL, optional probabilities.
 
@@ -176,6 +179,8 @@ def segment_volume(
     outside the head (`head_region`): tissue labels in the noisy air of a scan are not anatomy.
     `brain_model` (a tissue model, e.g. `ixi`) labels as background everything it calls background, so a
     lesion model's calls stay inside the brain (CSF, GM, WM).
+    `refine` (default: the task's; on for `ixi`) refines the tissue probabilities by the scan's own
+    intensities (`seqinv.inference.refine`); the brain/background decision stays the network's.
     """
 
     settings = settings or InferenceSettings()
@@ -183,6 +188,8 @@ def segment_volume(
     spec = TASKS.get(task or task_of(model.config))
     if head_mask is None:
         head_mask = bool(spec and spec.head_mask)
+    if refine is None:
+        refine = bool(spec and spec.refine)
     net, device, precision = _setup(model, settings)
     if brain_model is not None:
         check_brain_model(brain_model.config, net.config)
@@ -199,12 +206,20 @@ def segment_volume(
             _background_outside(model_probs, head_region(image[0, 0].numpy()))
         if brain is not None:
             _background_outside(model_probs, brain)
-        labels = record.invert_labels(model_probs)
-        model_labels = np.argmax(model_probs, axis=0).astype(np.uint8)
-        native_probs = None
-        if probs:
-            fills = [1.0] + [0.0] * (model_probs.shape[0] - 1)
+        fills = [1.0] + [0.0] * (model_probs.shape[0] - 1)
+        refinement = native_probs = None
+        if refine:  # on the input's own grid: its voxels hold the detail the refinement is for
             native_probs = record.invert(model_probs, fill=fills, order=1)
+            refinement = refine_probabilities(volume.data, native_probs)
+            labels = np.argmax(native_probs, axis=0).astype(np.uint8)
+            model_labels = record.labels_to_model(labels)
+        else:
+            labels = record.invert_labels(model_probs)
+            model_labels = np.argmax(model_probs, axis=0).astype(np.uint8)
+        if probs and native_probs is None:
+            native_probs = record.invert(model_probs, fill=fills, order=1)
+        if not probs:
+            native_probs = None
         names = _label_names(net.config, model_probs.shape[0])
         counts = np.bincount(labels.ravel(), minlength=len(names))
         volumes = {name: float(counts[i]) * volume.voxel_ml for i, name in enumerate(names)}
@@ -217,6 +232,7 @@ def segment_volume(
         model_image=image[0, 0].numpy(),
         model_labels=model_labels,
         info=RunInfo(str(device), precision, settings.to_dict(), timer.stages_s),
+        refinement=refinement.to_dict() if refinement else None,
     )
 
 

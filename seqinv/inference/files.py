@@ -106,15 +106,18 @@ def segment_file(
     brain_model: Any = None,
     brain_source: Any = None,
     volume: int | None = None,
+    refine: bool | None = None,
 ) -> dict:
     """Segment `src` into `dst` (labels), its `_probseg` sibling (`probs`), `qc` (PNG) and the sidecar.
 
     Returns the sidecar's content. `source`/`brain_source` are the `ModelSource`s of the models;
-    `volume` picks one volume (0-based) of a 4D input.
+    `volume` picks one volume (0-based) of a 4D input; `refine` see `segment_volume`.
     """
     src, dst = Path(src), Path(dst)
     image, read_s = _timed_read(src, volume)
-    result = segment_volume(image, net, settings, probs, head_mask, brain_model=brain_model, task=task)
+    result = segment_volume(
+        image, net, settings, probs, head_mask, brain_model=brain_model, task=task, refine=refine
+    )
     start = time.perf_counter()
     write_labels(dst, result.labels, image)
     extra_files = {}
@@ -139,6 +142,7 @@ def segment_file(
             "outputs": {"dseg": str(dst), **extra_files},
             "preprocessing": record_meta(result.record),
             "brain_mask_model": model_metadata(brain_source) if brain_source else None,
+            "intensity_refinement": result.refinement,
         },
     )
     write_json(sidecar_path(dst), meta)
@@ -310,6 +314,7 @@ def segment_files(
     progress: bool = False,
     log: Log | None = None,
     volume: int | None = None,
+    refine: bool | None = None,
 ) -> BatchSummary:
     """Segment scans as `seqinv segment` does: labels, sidecars, optional probabilities and QC, volumes CSV.
 
@@ -317,7 +322,8 @@ def segment_files(
     (default: volumes.csv beside the outputs); `model` a name, folder, Hub repo or loaded model;
     `brain_model` (task arc) the tissue model bounding lesion calls ("auto": ixi, None: no mask).
     `log` receives the one-line model descriptions; `progress` draws a bar on a terminal; `volume`
-    picks one volume (0-based) of 4D inputs.
+    picks one volume (0-based) of 4D inputs; `refine` (default: the task's) the intensity refinement of
+    tissue labels (`seqinv.inference.refine`).
     Returns the `BatchSummary` (`results` maps each input to its sidecar).
     """
     if task not in SEGMENT_TASKS:
@@ -338,7 +344,8 @@ def segment_files(
     def process(src: Path, dst: Path) -> dict:
         qc_path = qc_paths[src] if qc_paths is not None else None
         meta = segment_file(
-            src, dst, net, source, settings, task, probs, qc_path, head_mask, brain_net, brain_source, volume
+            src, dst, net, source, settings, task, probs, qc_path, head_mask, brain_net, brain_source, volume,
+            refine=refine,
         )
         rows.append(volumes_row(src, dst, meta["volumes_ml"]))
         return meta

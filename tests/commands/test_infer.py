@@ -174,3 +174,15 @@ def test_arc_lesion_calls_are_bounded_by_the_brain_model(tmp_path, monkeypatch, 
     code, _, err = run(monkeypatch, capsys, "segment", scan, "--brain-model", models / "seg")
     assert code == 2 and err.strip().endswith("is not used here: it bounds lesion calls (--task arc)")
     assert not (tmp_path / "a_dseg.nii.gz").exists()
+
+
+def test_tissue_labels_are_refined_unless_asked_not_to(tmp_path, monkeypatch, capsys, models):
+    scan = _scan(tmp_path / "a_T1w.nii.gz", np.eye(4))
+    seg = ("segment", scan, "--model", models / "seg")
+    code, _, err = run(monkeypatch, capsys, *seg, "-o", tmp_path / "r_dseg.nii.gz")
+    assert code == 0, err
+    fit = json.loads((tmp_path / "r_dseg.json").read_text())["intensity_refinement"]
+    code, _, err = run(monkeypatch, capsys, *seg, "--no-refine", "-o", tmp_path / "n_dseg.nii.gz")
+    assert code == 0, err
+    assert json.loads((tmp_path / "n_dseg.json").read_text())["intensity_refinement"] is None
+    assert fit["method"] == "em-gaussian-per-class" and len(fit["means"]) == 3

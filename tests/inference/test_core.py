@@ -19,7 +19,7 @@ INTENSITY = {0: 0.0, 1: 20.0, 2: 60.0, 3: 100.0}  # background, CSF, GM, WM
 class IntensityClassifier(nn.Module):
     """Deterministic segmenter: 3x3x3 mean filter, then logits peaked at each class's scaled intensity."""
 
-    def __init__(self, patch=(16, 16, 16)):
+    def __init__(self, patch=(16, 16, 16), blur: int = 3):
         super().__init__()
         self.config = types.SimpleNamespace(
             patch_size=patch,
@@ -30,7 +30,7 @@ class IntensityClassifier(nn.Module):
             task_name="ixi",
             training={},
         )
-        self.blur = nn.AvgPool3d(3, stride=1, padding=1, count_include_pad=False)
+        self.blur = nn.AvgPool3d(blur, stride=1, padding=blur // 2, count_include_pad=False)
         self.register_buffer("centres", torch.tensor([0.0, 0.2, 0.6, 1.0]).view(1, 4, 1, 1, 1))
 
     def forward(self, x):
@@ -120,6 +120,21 @@ def test_segmentation_is_orientation_equivariant_and_correct():
             labels, nio.ornt_transform(nio.axcodes2ornt(codes), nio.axcodes2ornt("RAS"))
         )
         assert (back == reference.labels).mean() >= 0.999, codes
+
+
+def test_refinement_sharpens_a_blurry_tissue_model_and_the_qc_shows_its_labels():
+    affine = np.eye(4)
+    truth, image = shells(affine, (36, 34, 32))
+    image = image + np.random.default_rng(0).normal(0, 3, image.shape).astype(np.float32)
+    blurry = IntensityClassifier(blur=7)  # thin shells smear into their neighbours
+    plain = segment_volume(Volume(image, affine), blurry, refine=False)
+    refined = segment_volume(Volume(image, affine), blurry)  # ixi: refined by default
+    assert plain.refinement is None and refined.refinement["method"] == "em-gaussian-per-class"
+    tissue = truth > 0
+    assert (plain.labels == truth)[tissue].mean() < 0.95
+    assert (refined.labels == truth)[tissue].mean() > 0.99
+    np.testing.assert_array_equal(refined.labels > 0, plain.labels > 0)  # the brain is the network's
+    np.testing.assert_array_equal(refined.model_labels, refined.labels[refined.record.crop])
 
 
 def test_oblique_anisotropic_input_is_segmented_on_its_own_grid():
