@@ -163,28 +163,31 @@ def held_out_protocols() -> list[tuple[str, object, object]]:
 def head_phantom_cases(task: str, crop: int = 0, folder: str = "", cache_dir=None) -> list:
     """Evaluation cases from the held-out label maps (`HELD_OUT_MAPS`) as they are (no deformation or atrophy;
     tissue values, texture and partial volume from `HELD_OUT_SEED`): every protocol of `held_out_protocols`.
-    Tissue and denoising tasks only (these heads have no lesions)."""
+    For arc each head holds one stroke-like lesion (`seqinv.physics.anatomy.add_lesion`), the labels are its
+    mask and a crop is centred on it."""
     from seqinv.physics.anatomy import HELD_OUT_MAPS, make_head_phantom
     from seqinv.physics.phantom import HELD_OUT_SEED
     from training.head_phantoms import whole_head_image
 
-    if task == "arc":
-        return []
+    lesion = task == "arc"
     cases = []
     for number in HELD_OUT_MAPS:
         phantom = make_head_phantom(
-            number, HELD_OUT_SEED, folder=folder or None, cache_dir=cache_dir, deform=False
+            number, HELD_OUT_SEED, folder=folder or None, cache_dir=cache_dir, deform=False, lesion=lesion
         )
         affine = np.asarray(phantom.affine, dtype=float)
         box = None
         if crop > 0:
-            centre = np.argwhere(phantom.labels > 0).mean(0).round().astype(int)
+            target = phantom.lesion if lesion else phantom.labels
+            centre = np.argwhere(target > 0).mean(0).round().astype(int)
             box = tuple(slice(max(0, c - crop // 2), max(0, c - crop // 2) + crop) for c in centre)
             shift = np.eye(4)
             shift[:3, 3] = [b.start for b in box]
             affine = affine @ shift
         for i, (name, sequence, acq) in enumerate(held_out_protocols()):
-            image, labels = whole_head_image(phantom, HELD_OUT_SEED + i, sequence=sequence, acquisition=acq)
+            image, labels = whole_head_image(
+                phantom, HELD_OUT_SEED + i, sequence=sequence, acquisition=acq, lesion=lesion
+            )
             if box is not None:
                 image, labels = image[box], labels[box]
             cases.append(EvalCase(f"synthseg-{number:02d}", name, "head-phantom", image, labels, affine))

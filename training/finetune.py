@@ -239,7 +239,12 @@ def lesion_prior_shift(subjects, maker: PatchMaker, seed: int, samples: int = 20
     crops = PatchDataset(subjects, maker, seed + 1)  # other samples than training's
     in_crops = sum(float((crops[i]["label"] > 0).float().mean()) for i in range(samples)) / samples
     masks = [s.lesion for s in subjects if s.lesion is not None]
-    in_volumes = sum(float((m > 0).float().mean()) for m in masks) / max(1, len(masks))
+    if masks:
+        in_volumes = sum(float((m > 0).float().mean()) for m in masks) / len(masks)
+    else:  # head phantoms: lesions are drawn per crop, so draw one per whole head instead
+        from training.head_phantoms import whole_head_lesion_share
+
+        in_volumes = whole_head_lesion_share(subjects, seed)
 
     def logit(p: float) -> float:
         p = min(max(p, 1e-6), 1 - 1e-6)

@@ -39,6 +39,7 @@ class HeadSampling:
     random_contrast: float = 0.3  # share of samples with random per-kind intensities instead of physics
     clinical: float = 0.5  # share of samples acquired with thick slices (AcquisitionPrior.clinical_prob)
     head_focus: float = 0.7  # share of crops centred on a brain voxel (the rest: anywhere in the head)
+    lesion: float = 0.0  # share of crops with a stroke-like lesion in their parenchyma (task arc)
     anatomy: object = None  # seqinv.physics.anatomy.AnatomyAugment (None: its defaults)
     acquisition: object = None  # seqinv.physics.acquisition.AcquisitionPrior (None: from `clinical`)
 
@@ -99,7 +100,7 @@ def render_crop(subject: HeadSubject, gen: torch.Generator, size: int, cfg: Head
     anatomy = subject.anatomy
     deformation = draw_deformation(anatomy.shape, gen, cfg.anatomy)
     start = _crop_start(subject, deformation, size, gen, cfg.head_focus)
-    sample = render(anatomy, deformation, start, (size,) * 3, gen, blur_maps=False)
+    sample = render(anatomy, deformation, start, (size,) * 3, gen, blur_maps=False, lesion_prob=cfg.lesion)
     return {"sample": sample, "start": start, "shape": anatomy.shape}
 
 
@@ -112,7 +113,8 @@ def contrast_image(sample, gen: torch.Generator, cfg: HeadSampling, kinds=None) 
 
     pv = sample.record["pv_sigma_vox"]
     if float(torch.rand((), generator=gen)) < cfg.random_contrast:
-        image = kinds_to_random_image(sample.kinds, random_intensities(gen), gen, pv)
+        intensity = random_intensities(gen, lesion=sample.lesion is not None)
+        image = kinds_to_random_image(sample.kinds, intensity, gen, pv)
         record = {"contrast": "random"}
     else:
         sequence = draw_sequence(gen, kinds)
@@ -140,17 +142,12 @@ def acquire_crop(
 
 
 class HeadPatchMaker(PatchMaker):
-    """Fine-tuning patches from head phantoms (tasks ixi and denoise): a `PatchMaker` whose image and
-    labels come from `render_crop` instead of a cached phantom; the same intensity augmentation follows."""
+    """Fine-tuning patches from head phantoms (tasks ixi, arc and denoise): a `PatchMaker` whose image and
+    labels come from `render_crop` instead of a cached phantom; the same intensity augmentation follows.
+    For arc the label is the lesion mask (crops with a lesion at rate `head.lesion`)."""
 
     def __init__(self, task: str, patch_size: int, aug: AugmentConfig | None = None, noise=None, *,
                  head: HeadSampling | None = None, kinds=None, **kwargs):  # fmt: skip
-        from seqinv.errors import ParameterError
-
-        if task == "arc":
-            raise ParameterError(
-                "--phantom-source synthseg has no lesions yet; train --task arc on the icbm phantoms"
-            )
         super().__init__(task, patch_size, aug, noise, kinds=kinds, **kwargs)
         self.head = head or HeadSampling()
         # resolution comes from the acquisition model; keep only bias, Gibbs, noise and dropout
@@ -161,12 +158,19 @@ class HeadPatchMaker(PatchMaker):
         crop = render_crop(subject, gen, self.patch_size, self.head)
         sample = crop["sample"]
         image, record = contrast_image(sample, gen, self.head, self.kinds)
-        image, labels, acq = acquire_crop(image, sample.labels, crop["start"], crop["shape"], gen, self.head)
+        labels = sample.labels if self.task != "arc" else _lesion_labels(sample)
+        image, labels, acq = acquire_crop(image, labels, crop["start"], crop["shape"], gen, self.head)
         seed_transforms(self.intensity, seed + 2)
         image = apply(self.intensity, image[None]).float()
         if self.task == "denoise":
             return self._noisy_pair(image, gen)
         return {"image": zscore(image), "label": labels[None].long()}
+
+
+def _lesion_labels(sample) -> torch.Tensor:
+    if sample.lesion is None:
+        return torch.zeros_like(sample.labels)
+    return sample.lesion.to(sample.labels.dtype)
 
 
 class HeadViewMaker(ViewMaker):
@@ -225,9 +229,27 @@ def _fixed_contrast(sample, gen, sequence):
     return percentile_rescale(image), {"contrast": "physics", "sequence": sequence.to_dict()}
 
 
+#: Task arc: share of crops with a lesion (the rest teach that most of a scan has none).
+ARC_LESION_RATE = 0.8
+
+
+def whole_head_lesion_share(subjects: list[HeadSubject], seed: int, count: int = 4) -> float:
+    """Mean share of a whole head's grid that one lesion (`add_lesion`) covers, over `count` subjects: what
+    a scan with one stroke holds (for the lesion prior correction, training/finetune.py)."""
+    from seqinv.physics.anatomy import add_lesion
+
+    shares = []
+    for i, subject in enumerate(subjects[:count]):
+        kinds = subject.anatomy.kinds.clone()
+        mask = add_lesion(kinds, torch.Generator().manual_seed(seed + i))
+        shares.append(0.0 if mask is None else float(mask.float().mean()))
+    return float(np.mean(shares))
+
+
 def head_sampling(opts) -> HeadSampling:
-    """The sampler rates from the training options (`random_contrast`, `clinical`)."""
-    return HeadSampling(random_contrast=opts.random_contrast, clinical=opts.clinical)
+    """The sampler rates from the training options (`random_contrast`, `clinical`, the task)."""
+    lesion = ARC_LESION_RATE if getattr(opts, "task", "") == "arc" else 0.0
+    return HeadSampling(random_contrast=opts.random_contrast, clinical=opts.clinical, lesion=lesion)
 
 
 def head_subjects(opts, cache_dir) -> tuple[list[HeadSubject], str]:
@@ -239,19 +261,20 @@ def head_subjects(opts, cache_dir) -> tuple[list[HeadSubject], str]:
     return subjects, desc
 
 
-def whole_head_image(phantom, seed: int, *, sequence=None, acquisition=None):
+def whole_head_image(phantom, seed: int, *, sequence=None, acquisition=None, lesion: bool = False):
     """(image in [0, 1], labels) of a whole-head phantom (`make_head_phantom`): `sequence` (None: random
-    contrast) acquired with `acquisition` (None: 1 mm), no bias or noise. Labels: background outside the
-    acquired slab."""
+    contrast) acquired with `acquisition` (None: 1 mm), no bias or noise. Labels: the tissue classes, or
+    the lesion mask with `lesion`; background outside the acquired slab."""
     from seqinv.physics import simulate
     from seqinv.physics.acquisition import acquire, apply_gamma, coverage_mask
     from seqinv.physics.anatomy import kinds_to_random_image, random_intensities
 
     gen = torch.Generator().manual_seed(int(seed))
-    labels = torch.as_tensor(np.asarray(phantom.labels))
+    labels = torch.as_tensor(np.asarray(phantom.lesion if lesion else phantom.labels))
     if sequence is None:
         kinds = torch.as_tensor(phantom.values["kinds"])
-        image = kinds_to_random_image(kinds, random_intensities(gen), gen, phantom.values["pv_sigma_vox"])
+        intensity = random_intensities(gen, lesion=phantom.lesion is not None)
+        image = kinds_to_random_image(kinds, intensity, gen, phantom.values["pv_sigma_vox"])
     else:
         image = torch.nan_to_num(simulate(phantom.maps, sequence).float())
     image = percentile_rescale(image)

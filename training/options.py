@@ -108,11 +108,8 @@ def check_phantom_source(opts) -> None:
     for name in ("random_contrast", "clinical"):
         if not 0.0 <= getattr(opts, name) <= 1.0:
             raise ParameterError(f"--{name.replace('_', '-')} {getattr(opts, name)}: a rate in [0, 1]")
-    if opts.phantom_source == "synthseg":
-        if opts.data_device == "cuda":
-            raise ParameterError("--phantom-source synthseg renders on the CPU: use --data-device cpu")
-        if getattr(opts, "task", "") == "arc":
-            raise ParameterError("--phantom-source synthseg has no lesions yet; use --phantom-source icbm")
+    if opts.phantom_source == "synthseg" and opts.data_device == "cuda":
+        raise ParameterError("--phantom-source synthseg renders on the CPU: use --data-device cpu")
 
 
 def sequence_kinds(text: str) -> tuple[str, ...] | None:

@@ -59,6 +59,8 @@ KIND_VALUES: dict[str, dict[str, tuple[float, float]]] = {
     "marrow": dict(pd=(60, 85), r1=(2.0, 3.0), r2s=(40, 80), mt=(0.3, 1.0), r2=(10, 16)),
     "nerve": dict(pd=(68, 75), r1=(0.80, 1.00), r2s=(20, 30), mt=(1.2, 1.8), r2=(11, 14)),
     "blood": dict(pd=(80, 90), r1=(0.50, 0.65), r2s=(15, 40), mt=(0.0, 0.2), r2=(5, 12)),
+    # a stroke lesion, as in seqinv.physics.phantom (placed only for the lesion task: `add_lesion`)
+    "lesion": dict(pd=(82, 95), r1=(0.30, 0.60), r2s=(5, 12), mt=(0.2, 0.7), r2=(3, 8)),
 }
 KINDS = tuple(KIND_VALUES)
 KIND = {name: i for i, name in enumerate(KINDS)}
@@ -69,6 +71,7 @@ KIND_CLASS = {
     "cortex": 2, "cerebellar_cortex": 2, "thalamus": 2, "caudate": 2, "putamen": 2, "pallidum": 2,
     "hippocampus": 2, "amygdala": 2, "accumbens": 2,
     "wm": 3, "cerebellar_wm": 3, "brainstem": 3, "ventral_dc": 3,
+    "lesion": 3,  # inside the brain: the tissue model's brain must hold it (it bounds the lesion calls)
 }  # fmt: skip
 CLASS_OF_KIND = torch.tensor([KIND_CLASS.get(k, 0) for k in KINDS], dtype=torch.uint8)
 
@@ -435,11 +438,41 @@ def split_tissues(kinds: torch.Tensor, bone_depth: torch.Tensor, gen: torch.Gene
     return out
 
 
-def draw_values(gen: torch.Generator) -> torch.Tensor:
-    """(n_kinds, 5) per-kind qMRI values of one virtual subject (uniform in `KIND_VALUES`)."""
+LESION_RADIUS_MM = (4.0, 20.0)  # per-axis semi-axes of the stroke-like blob
+
+
+def add_lesion(kinds: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+    """Turn a stroke-like blob of the parenchyma (GM, WM) of a kind volume into `lesion`, in place: an
+    ellipsoid with random semi-axes in `LESION_RADIUS_MM` and an irregular outline, centred on a random
+    parenchyma voxel. Returns its mask (None when the volume holds no parenchyma)."""
+    parenchyma = CLASS_OF_KIND[kinds.long()] >= 2
+    flat = torch.nonzero(parenchyma.reshape(-1)).reshape(-1)
+    if len(flat) == 0:
+        return None
+    centre = np.unravel_index(int(flat[torch.randint(len(flat), (), generator=gen)]), kinds.shape)
+    radii = [_uniform(gen, *LESION_RADIUS_MM) for _ in range(3)]
+    axes = [
+        ((torch.arange(n, dtype=torch.float32) - c) / r) ** 2
+        for n, c, r in zip(kinds.shape, centre, radii, strict=True)
+    ]
+    level = (axes[0][:, None, None] + axes[1][None, :, None] + axes[2][None, None, :]).sqrt_()
+    level += 0.3 * smooth_field(kinds.shape, 4.0, gen)  # irregular outline
+    mask = (level < 1.0) & parenchyma
+    kinds[mask] = KIND["lesion"]
+    return mask
+
+
+def draw_values(gen: torch.Generator, lesion: bool = False) -> torch.Tensor:
+    """(n_kinds, 5) per-kind qMRI values of one virtual subject (uniform in `KIND_VALUES`).
+
+    The lesion's values are drawn last and only when the subject has one (`lesion`), else set to the
+    middle of their range: a subject without a lesion draws exactly what it drew before lesions existed.
+    """
     low = torch.tensor([[KIND_VALUES[k][p][0] for p in PARAMS] for k in KINDS], dtype=torch.float32)
     high = torch.tensor([[KIND_VALUES[k][p][1] for p in PARAMS] for k in KINDS], dtype=torch.float32)
-    return low + (high - low) * torch.rand(low.shape, generator=gen)
+    unit = torch.rand((len(KINDS) - 1, len(PARAMS)), generator=gen)
+    last = torch.rand((1, len(PARAMS)), generator=gen) if lesion else torch.full((1, len(PARAMS)), 0.5)
+    return low + (high - low) * torch.cat([unit, last])
 
 
 # within-tissue texture: relative amplitude of a smooth multiplicative field per parameter (as phantom.py)
@@ -488,11 +521,13 @@ def flow_voids(values: torch.Tensor, gen: torch.Generator, prob: float = 0.5) ->
     return values
 
 
-def random_intensities(gen: torch.Generator) -> torch.Tensor:
-    """Random-contrast mode (SynthSeg-like): an independent intensity U(0, 1) per kind; air U(0, 0.1)."""
-    intensity = torch.rand(len(KINDS), generator=gen)
+def random_intensities(gen: torch.Generator, lesion: bool = False) -> torch.Tensor:
+    """Random-contrast mode (SynthSeg-like): an independent intensity U(0, 1) per kind; air U(0, 0.1).
+    The lesion's is drawn last, only with `lesion` (as in `draw_values`)."""
+    intensity = torch.rand(len(KINDS) - 1, generator=gen)
     intensity[KIND["air"]] *= 0.1
-    return intensity
+    last = torch.rand(1, generator=gen) if lesion else torch.full((1,), 0.5)
+    return torch.cat([intensity, last])
 
 
 def kinds_to_random_image(kinds, intensity, gen, pv_sigma: float, texture: float = 0.05) -> torch.Tensor:
@@ -510,6 +545,7 @@ class HeadSample:
     labels: torch.Tensor  # uint8 classes 0-3
     maps: QMRIMaps | None
     record: dict
+    lesion: torch.Tensor | None = None  # bool mask of the lesion (`render(lesion_prob=...)`)
 
 
 def render(
@@ -522,24 +558,27 @@ def render(
     maps: bool = True,
     blur_maps: bool = True,
     pv_range=(0.3, 0.6),
+    lesion_prob: float = 0.0,
 ) -> HeadSample:
     """Render the output box (`start`, `shape`) of a virtual subject: kinds, labels and (optionally) maps.
 
     Partial volume is a Gaussian blur of `record["pv_sigma_vox"]` (drawn in `pv_range`) voxels: of the maps
     with `blur_maps`, else left to the caller (training blurs the simulated signal: one channel, not five).
+    With probability `lesion_prob` a stroke-like lesion replaces some parenchyma (`add_lesion`).
     """
     coords = source_coords(deformation, start, shape)
     kinds, bone_depth = sample_kinds(anatomy, coords, deformation)
     kinds = split_tissues(kinds, bone_depth, gen)
+    lesion = add_lesion(kinds, gen) if lesion_prob > 0 and _chance(gen, lesion_prob) else None
     labels = classes_of(kinds)
     pv = _uniform(gen, *pv_range)
     record = {"anatomy": anatomy.name, "deformation": deformation.record, "pv_sigma_vox": round(pv, 3)}
     qmri = None
     if maps:
-        values = flow_voids(draw_values(gen), gen)
+        values = flow_voids(draw_values(gen, lesion=lesion is not None), gen)
         volume = kinds_to_maps(kinds, values, gen, pv if blur_maps else 0.0)
         qmri = QMRIMaps(**{p: volume[i] for i, p in enumerate(PARAMS)})
-    return HeadSample(kinds, labels, qmri, record)
+    return HeadSample(kinds, labels, qmri, record, lesion)
 
 
 def output_affine(anatomy: HeadAnatomy, start) -> np.ndarray:
@@ -558,12 +597,14 @@ def make_head_phantom(
     deform: bool = True,
     pad: int = 8,
     anatomy: HeadAnatomy | None = None,
+    lesion: bool = False,
 ):
     """A whole-head phantom (`seqinv.physics.phantom.Phantom`) from label map `which` (number or file).
 
     The grid is the head's bounding box plus `pad` voxels (room for the deformation), 1 mm RAS.
     `.values` holds the record of the draws (deformation, partial volume) and `"kinds"`, the uint8 kind
-    volume (for random-contrast images, `kinds_to_random_image`).
+    volume (for random-contrast images, `kinds_to_random_image`). `lesion` adds a stroke-like lesion
+    (`add_lesion`; `.lesion` is its uint8 mask).
     """
     from seqinv.physics.phantom import Phantom
 
@@ -572,14 +613,14 @@ def make_head_phantom(
     shape = tuple(n + 2 * pad for n in anatomy.shape)
     start = (-pad,) * 3
     deformation = draw_deformation(anatomy.shape, gen) if deform else identity_deformation(anatomy.shape)
-    sample = render(anatomy, deformation, start, shape, gen)
+    sample = render(anatomy, deformation, start, shape, gen, lesion_prob=1.0 if lesion else 0.0)
     affine = output_affine(anatomy, start)
     sample.maps.affine = affine
     return Phantom(
         maps=sample.maps,
         labels=sample.labels.numpy(),
         tissue_probs=None,
-        lesion=None,
+        lesion=None if sample.lesion is None else sample.lesion.to(torch.uint8).numpy(),
         affine=affine.copy(),
         seed=int(seed),
         values=sample.record | {"kinds": sample.kinds.numpy()},

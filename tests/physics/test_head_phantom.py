@@ -167,6 +167,45 @@ def test_patch_samples_keep_binary_1mm_labels_and_replay(anatomy):
     assert a["image"].dtype == torch.float32 and torch.isfinite(a["image"]).all()
 
 
+def test_lesions_replace_parenchyma_only_and_leave_other_draws_alone(anatomy):
+    from seqinv.physics.anatomy import CLASS_OF_KIND, add_lesion, draw_values
+
+    kinds = anatomy.kinds.clone()
+    mask = add_lesion(kinds, torch.Generator().manual_seed(1))
+    before = CLASS_OF_KIND[anatomy.kinds.long()]
+    assert mask.sum() > 50 and bool((before[mask] >= 2).all())  # GM or WM before
+    assert bool((kinds[mask] == KIND["lesion"]).all()) and torch.equal(kinds[~mask], anatomy.kinds[~mask])
+    assert add_lesion(torch.zeros(8, 8, 8, dtype=torch.uint8), torch.Generator()) is None
+    # a subject with a lesion draws the same values for every other kind as one without
+    plain = draw_values(torch.Generator().manual_seed(5))
+    with_lesion = draw_values(torch.Generator().manual_seed(5), lesion=True)
+    assert torch.equal(plain[:-1], with_lesion[:-1]) and not torch.equal(plain[-1], with_lesion[-1])
+
+
+def test_lesion_patches_label_the_lesion_at_the_rate_asked(anatomy):
+    from training.head_phantoms import HeadPatchMaker, HeadSampling
+
+    maker = HeadPatchMaker("arc", 32, head=HeadSampling(lesion=0.8, head_focus=1.0))
+    labels = [maker.sample(_subject(anatomy), s)["label"] for s in range(10)]
+    assert all(set(torch.unique(lab).tolist()) <= {0, 1} for lab in labels)
+    with_lesion = sum(bool(lab.any()) for lab in labels)
+    assert 5 <= with_lesion <= 10
+    none = HeadPatchMaker("arc", 32, head=HeadSampling(lesion=0.0))
+    assert not any(none.sample(_subject(anatomy), s)["label"].any() for s in range(3))
+
+
+def test_the_lesion_prior_correction_of_head_phantoms_is_negative_and_finite(anatomy):
+    from training.finetune import lesion_prior_shift
+    from training.head_phantoms import HeadPatchMaker, HeadSampling, whole_head_lesion_share
+
+    subjects = [_subject(anatomy)]
+    share = whole_head_lesion_share(subjects, seed=0)
+    assert 0 < share < 0.2  # one lesion in a whole (small) head's grid
+    maker = HeadPatchMaker("arc", 32, head=HeadSampling(lesion=1.0, head_focus=1.0))
+    shift = lesion_prior_shift(subjects, maker, seed=0, samples=8)
+    assert -10 < shift < 0  # crops hold more lesion than whole heads
+
+
 def test_thick_slices_leave_the_labels_at_1mm(anatomy):
     from seqinv.physics.acquisition import AcquisitionPrior
     from training.head_phantoms import HeadSampling, acquire_crop, contrast_image, render_crop
@@ -217,8 +256,7 @@ def test_options_choose_and_check_the_phantom_source():
     base = dict(output="o", encoder="e", phantom=True)
     with pytest.raises(ParameterError, match="--phantom-source 'mni'"):
         FinetuneOptions(**base, phantom_source="mni").validate()
-    with pytest.raises(ParameterError, match="no lesions"):
-        FinetuneOptions(**base, phantom_source="synthseg", task="arc").validate()
+    FinetuneOptions(**base, phantom_source="synthseg", task="arc").validate()  # lesions are drawn per crop
     with pytest.raises(ParameterError, match="--random-contrast 1.5"):
         PretrainOptions(output="o", phantom=True, phantom_source="synthseg", random_contrast=1.5).validate()
     FinetuneOptions(**base, phantom_source="synthseg").validate()
@@ -253,7 +291,14 @@ def test_held_out_heads_cover_thick_slice_and_random_contrast(label_map_folder):
     along_z = lambda im: float(im.diff(dim=2).abs().mean())  # noqa: E731
     along_x = lambda im: float(im.diff(dim=0).abs().mean())  # noqa: E731
     assert along_z(thick) < 0.6 * along_z(thin) and along_x(thick) > 0.6 * along_x(thin)
-    assert head_phantom_cases("arc", folder=str(label_map_folder)) == []
+
+    lesions = head_phantom_cases("arc", folder=str(label_map_folder))
+    assert [c.contrast for c in lesions] == names * 2
+    for case in lesions:
+        assert set(torch.unique(case.labels).tolist()) == {0, 1}
+    t1 = next(c for c in lesions if c.contrast == "T1w")
+    inside = t1.image[t1.labels > 0].mean()
+    assert abs(float(inside) - float(by_name["T1w"].image[t1.labels > 0].mean())) > 0.05  # it shows
 
 
 def test_simulate_cli_writes_head_phantoms_with_thick_slices(label_map_folder, tmp_path):
