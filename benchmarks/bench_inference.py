@@ -129,6 +129,9 @@ def main() -> None:
     parser.add_argument("--preset", default="lite", help="preset of the random models (default: lite)")
     parser.add_argument("--fast", action="store_true", help="pass --fast (overlap 0.25)")
     parser.add_argument("--skip-bf16", action="store_true")
+    parser.add_argument(
+        "--precision", default="auto", help="passed to the CLI (fp32: the speed bar's setting on any CPU)"
+    )
     options = parser.parse_args()
     global PRESET
     PRESET = options.preset
@@ -138,9 +141,10 @@ def main() -> None:
     models = random_models(work)
     if options.model:
         models["segment"] = options.model
-    extra = ["--fast"] if options.fast else []
+    extra = (["--fast"] if options.fast else []) + ["--precision", options.precision]
     patch = (96, 96, 96)
-    print(f"volume {volume}  shape {__import__('nibabel').load(volume).shape}  runs {options.runs}")
+    shape = __import__("nibabel").load(volume).shape
+    print(f"volume {volume}  shape {shape}  runs {options.runs}  precision {options.precision}")
     for command, channels in (("segment", 4), ("denoise", 1)):
         walls, stages = [], []
         for run in range(options.runs):

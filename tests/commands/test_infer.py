@@ -185,4 +185,4 @@ def test_tissue_labels_are_refined_unless_asked_not_to(tmp_path, monkeypatch, ca
     code, _, err = run(monkeypatch, capsys, *seg, "--no-refine", "-o", tmp_path / "n_dseg.nii.gz")
     assert code == 0, err
     assert json.loads((tmp_path / "n_dseg.json").read_text())["intensity_refinement"] is None
-    assert fit["method"] == "em-gaussian-per-class" and len(fit["means"]) == 3
+    assert fit["method"] == "em-gaussian-mixture-per-class" and len(fit["means"]) == 3

@@ -37,23 +37,36 @@ def dice(a, b, c):
     return 2 * np.sum((a == c) & (b == c)) / (np.sum(a == c) + np.sum(b == c))
 
 
+@pytest.mark.parametrize("components", [1, 2])
 @pytest.mark.parametrize(
     "values",
     [(0.0, 20.0, 60.0, 100.0), (0.0, 100.0, 55.0, 30.0)],  # T1w-like and T2w-like (bright CSF)
     ids=["t1w", "t2w"],
 )
-def test_refinement_moves_misplaced_boundaries_to_the_scan_own_edges(values):
+def test_refinement_moves_misplaced_boundaries_to_the_scan_own_edges(values, components):
     truth = shells(10, 14, 17)
     prior = blurred_one_hot(shells(8, 15.5, 17))  # a network that calls the cortex too thick
     image = scan(truth, values, noise=4.0, bias=0.1)
     probs = prior.copy()
-    fit = refine_probabilities(image, probs)
+    fit = refine_probabilities(image, probs, components=components)
     before, after = prior.argmax(axis=0), probs.argmax(axis=0)
     for c, least in ((1, 0.85), (2, 0.95), (3, 0.95)):  # CSF's outer edge is the network's brain edge
         assert dice(after, truth, c) > least
         assert dice(after, truth, c) > dice(before, truth, c) + 0.2
     np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
     np.testing.assert_allclose(fit.means, np.asarray(values[1:]) - image.min(), rtol=0.1)
+
+
+def test_two_gaussians_per_class_fit_a_class_with_two_intensity_modes():
+    truth = shells(10, 14, 17)
+    image = scan(truth, (0.0, 20.0, 60.0, 100.0), noise=2.0, bias=0.0)
+    half = np.indices(SHAPE)[0] < 24
+    image[(truth == 2) & half] = 45.0  # GM: two modes (45 and 60), each far from CSF and WM
+    prior = blurred_one_hot(shells(8, 15.5, 17))
+    for components in (1, 2):
+        probs = prior.copy()
+        refine_probabilities(image, probs, components=components)
+        assert dice(probs.argmax(axis=0), truth, 2) > 0.95, components
 
 
 def test_the_brain_stays_the_network_brain_and_the_rest_is_untouched():
@@ -76,7 +89,7 @@ def test_a_bias_field_is_fitted_and_reported():
     low, high = fit.bias_range
     assert low < 0.9 and high > 1.1  # the ramp is ±18 % across the 34-voxel brain
     assert flat.bias_range == (1.0, 1.0)
-    assert fit.to_dict()["method"] == "em-gaussian-per-class"
+    assert fit.to_dict()["method"] == "em-gaussian-mixture-per-class"
 
 
 def test_too_little_tissue_changes_nothing():
