@@ -107,6 +107,17 @@ CATALOGUE: list[PublishedModel] = [
         True,
     ),
     PublishedModel(
+        "ixi",
+        "1.2",
+        "task",
+        "ixi",
+        f"{HUB_ORG}/seqinv-lite-ixi",
+        "v1.2",
+        "f8d112298f17cabb9854056ba5fc8be8a8bf222c1eab6918b1e7f0ce6789b979",
+        "tissue segmentation (background, CSF, GM, WM), any contrast: 1.1 trained 6000 steps more",
+        True,
+    ),
+    PublishedModel(
         "denoise",
         "2.0",
         "task",

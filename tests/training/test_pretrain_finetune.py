@@ -257,7 +257,7 @@ def test_published_recipes_are_valid_and_end_in_the_published_command():
             if key in published:
                 value = getattr(stages[-1].options, key)
                 assert (list(value) if key == "widths" else value) == published[key], (name, key)
-    assert len(plan(root / "training" / "recipes" / "ixi.toml", "runs")) == 22
+    assert len(plan(root / "training" / "recipes" / "ixi.toml", "runs")) == 23
     from training.denoise_resnet import read_recipe
 
     published = json.loads((root / "seqinv" / "weights" / "denoise" / "config.json").read_text())
