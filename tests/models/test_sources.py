@@ -315,6 +315,7 @@ def test_cli_names_a_version_with_name_at_version(tmp_path):
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
-        "error: model 'ixi' has no version '0.9'; published versions: 1.0, 1.1, 1.2 (see `seqinv models list`)"
+        "error: model 'ixi' has no version '0.9'; published versions: 1.0, 1.1, 1.2 "
+        "(see `seqinv models list`)"
     )
     assert list(tmp_path.iterdir()) == []
