@@ -40,6 +40,7 @@ class HeadSampling:
     clinical: float = 0.5  # share of samples acquired with thick slices (AcquisitionPrior.clinical_prob)
     head_focus: float = 0.7  # share of crops centred on a brain voxel (the rest: anywhere in the head)
     lesion: float = 0.0  # share of crops with a stroke-like lesion in their parenchyma (task arc)
+    lesion_central: float = 0.0  # share of those whose lesion lies in the crop's central half
     anatomy: object = None  # seqinv.physics.anatomy.AnatomyAugment (None: its defaults)
     acquisition: object = None  # seqinv.physics.acquisition.AcquisitionPrior (None: from `clinical`)
 
@@ -100,7 +101,16 @@ def render_crop(subject: HeadSubject, gen: torch.Generator, size: int, cfg: Head
     anatomy = subject.anatomy
     deformation = draw_deformation(anatomy.shape, gen, cfg.anatomy)
     start = _crop_start(subject, deformation, size, gen, cfg.head_focus)
-    sample = render(anatomy, deformation, start, (size,) * 3, gen, blur_maps=False, lesion_prob=cfg.lesion)
+    sample = render(
+        anatomy,
+        deformation,
+        start,
+        (size,) * 3,
+        gen,
+        blur_maps=False,
+        lesion_prob=cfg.lesion,
+        lesion_central=cfg.lesion_central,
+    )
     return {"sample": sample, "start": start, "shape": anatomy.shape}
 
 
@@ -229,8 +239,10 @@ def _fixed_contrast(sample, gen, sequence):
     return percentile_rescale(image), {"contrast": "physics", "sequence": sequence.to_dict()}
 
 
-#: Task arc: share of crops with a lesion (the rest teach that most of a scan has none).
+#: Task arc: share of crops with a lesion (the rest teach that most of a scan has none), and share of
+#: those with the lesion in the crop's central half (the ICBM recipe centres half its crops on the lesion).
 ARC_LESION_RATE = 0.8
+ARC_LESION_CENTRAL = 0.5
 
 
 def whole_head_lesion_share(subjects: list[HeadSubject], seed: int, count: int = 4) -> float:
@@ -248,8 +260,13 @@ def whole_head_lesion_share(subjects: list[HeadSubject], seed: int, count: int =
 
 def head_sampling(opts) -> HeadSampling:
     """The sampler rates from the training options (`random_contrast`, `clinical`, the task)."""
-    lesion = ARC_LESION_RATE if getattr(opts, "task", "") == "arc" else 0.0
-    return HeadSampling(random_contrast=opts.random_contrast, clinical=opts.clinical, lesion=lesion)
+    arc = getattr(opts, "task", "") == "arc"
+    return HeadSampling(
+        random_contrast=opts.random_contrast,
+        clinical=opts.clinical,
+        lesion=ARC_LESION_RATE if arc else 0.0,
+        lesion_central=ARC_LESION_CENTRAL if arc else 0.0,
+    )
 
 
 def head_subjects(opts, cache_dir) -> tuple[list[HeadSubject], str]:

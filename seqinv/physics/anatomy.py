@@ -441,12 +441,18 @@ def split_tissues(kinds: torch.Tensor, bone_depth: torch.Tensor, gen: torch.Gene
 LESION_RADIUS_MM = (4.0, 20.0)  # per-axis semi-axes of the stroke-like blob
 
 
-def add_lesion(kinds: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+def add_lesion(kinds: torch.Tensor, gen: torch.Generator, central: float = 0.0) -> torch.Tensor | None:
     """Turn a stroke-like blob of the parenchyma (GM, WM) of a kind volume into `lesion`, in place: an
     ellipsoid with random semi-axes in `LESION_RADIUS_MM` and an irregular outline, centred on a random
-    parenchyma voxel. Returns its mask (None when the volume holds no parenchyma)."""
+    parenchyma voxel (with probability `central`, one within a quarter of the volume's size of its
+    centre, as training crops centred on the lesion). Returns its mask (None without parenchyma)."""
     parenchyma = CLASS_OF_KIND[kinds.long()] >= 2
-    flat = torch.nonzero(parenchyma.reshape(-1)).reshape(-1)
+    candidates = parenchyma
+    if central > 0 and _chance(gen, central):
+        near = torch.zeros_like(parenchyma)
+        near[tuple(slice(n // 4, n - n // 4) for n in kinds.shape)] = True
+        candidates = parenchyma & near if bool((parenchyma & near).any()) else parenchyma
+    flat = torch.nonzero(candidates.reshape(-1)).reshape(-1)
     if len(flat) == 0:
         return None
     centre = np.unravel_index(int(flat[torch.randint(len(flat), (), generator=gen)]), kinds.shape)
@@ -559,17 +565,20 @@ def render(
     blur_maps: bool = True,
     pv_range=(0.3, 0.6),
     lesion_prob: float = 0.0,
+    lesion_central: float = 0.0,
 ) -> HeadSample:
     """Render the output box (`start`, `shape`) of a virtual subject: kinds, labels and (optionally) maps.
 
     Partial volume is a Gaussian blur of `record["pv_sigma_vox"]` (drawn in `pv_range`) voxels: of the maps
     with `blur_maps`, else left to the caller (training blurs the simulated signal: one channel, not five).
-    With probability `lesion_prob` a stroke-like lesion replaces some parenchyma (`add_lesion`).
+    With probability `lesion_prob` a stroke-like lesion replaces some parenchyma (`add_lesion`, which
+    centres it near the box's centre with probability `lesion_central`).
     """
     coords = source_coords(deformation, start, shape)
     kinds, bone_depth = sample_kinds(anatomy, coords, deformation)
     kinds = split_tissues(kinds, bone_depth, gen)
-    lesion = add_lesion(kinds, gen) if lesion_prob > 0 and _chance(gen, lesion_prob) else None
+    has_lesion = lesion_prob > 0 and _chance(gen, lesion_prob)
+    lesion = add_lesion(kinds, gen, lesion_central) if has_lesion else None
     labels = classes_of(kinds)
     pv = _uniform(gen, *pv_range)
     record = {"anatomy": anatomy.name, "deformation": deformation.record, "pv_sigma_vox": round(pv, 3)}

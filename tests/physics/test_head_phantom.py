@@ -176,6 +176,11 @@ def test_lesions_replace_parenchyma_only_and_leave_other_draws_alone(anatomy):
     assert mask.sum() > 50 and bool((before[mask] >= 2).all())  # GM or WM before
     assert bool((kinds[mask] == KIND["lesion"]).all()) and torch.equal(kinds[~mask], anatomy.kinds[~mask])
     assert add_lesion(torch.zeros(8, 8, 8, dtype=torch.uint8), torch.Generator()) is None
+    for seed in range(4):  # `central`: the lesion is centred in the volume's central half
+        mask = add_lesion(anatomy.kinds.clone(), torch.Generator().manual_seed(seed), central=1.0)
+        centre = torch.nonzero(mask).float().mean(0)
+        quarter = torch.tensor(anatomy.kinds.shape, dtype=torch.float32) / 4
+        assert bool((centre > quarter - 3).all() and (centre < 3 * quarter + 3).all()), seed
     # a subject with a lesion draws the same values for every other kind as one without
     plain = draw_values(torch.Generator().manual_seed(5))
     with_lesion = draw_values(torch.Generator().manual_seed(5), lesion=True)
