@@ -207,19 +207,16 @@ def segment_volume(
         if brain is not None:
             _background_outside(model_probs, brain)
         fills = [1.0] + [0.0] * (model_probs.shape[0] - 1)
-        refinement = native_probs = None
+        native = record.invert(model_probs, fill=fills, order=1) if refine or probs else None
+        refinement = None
         if refine:  # on the input's own grid: its voxels hold the detail the refinement is for
-            native_probs = record.invert(model_probs, fill=fills, order=1)
-            refinement = refine_probabilities(volume.data, native_probs)
-            labels = np.argmax(native_probs, axis=0).astype(np.uint8)
+            refinement = refine_probabilities(volume.data, native)
+            labels = np.argmax(native, axis=0).astype(np.uint8)
             model_labels = record.labels_to_model(labels)
         else:
             labels = record.invert_labels(model_probs)
             model_labels = np.argmax(model_probs, axis=0).astype(np.uint8)
-        if probs and native_probs is None:
-            native_probs = record.invert(model_probs, fill=fills, order=1)
-        if not probs:
-            native_probs = None
+        native_probs = native if probs else None
         names = _label_names(net.config, model_probs.shape[0])
         counts = np.bincount(labels.ravel(), minlength=len(names))
         volumes = {name: float(counts[i]) * volume.voxel_ml for i, name in enumerate(names)}
