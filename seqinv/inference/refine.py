@@ -145,14 +145,13 @@ def _initial_mixture(q: np.ndarray, y: np.ndarray, floor: float, components: int
     offsets = np.linspace(-0.5, 0.5, components) if components > 1 else np.zeros(1)
     shrink = 0.75 if components > 1 else 1.0
     k = np.repeat(np.arange(len(means)), components)
-    mixture = _Mixture(
+    return _Mixture(
         cls=k,
         weight=np.full(len(k), 1.0 / components, dtype=np.float32),
         means=(means[k] + np.tile(offsets, len(means)) * np.sqrt(var[k])).astype(np.float32),
         var=(var[k] * shrink).astype(np.float32),
         floor=floor,
     )
-    return mixture
 
 
 def _bias_field(ratio: np.ndarray, weight: np.ndarray, coords, shape) -> np.ndarray:
