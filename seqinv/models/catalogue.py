@@ -118,6 +118,17 @@ CATALOGUE: list[PublishedModel] = [
         True,
     ),
     PublishedModel(
+        "arc",
+        "1.1",
+        "task",
+        "arc",
+        f"{HUB_ORG}/seqinv-lite-arc",
+        "v1.1",
+        "d17bcee75ecd4618054e70ce1f492188f15b402a1d85a1e383024a4f51bfc819",
+        "stroke lesion segmentation (background, lesion); research only: ixi 1.2 on lesion head phantoms",
+        True,
+    ),
+    PublishedModel(
         "denoise",
         "2.0",
         "task",

@@ -240,7 +240,7 @@ def test_published_recipes_are_valid_and_end_in_the_published_command():
 
     root = Path(__file__).resolve().parents[2]
     names = sorted(p.stem for p in (root / "training" / "recipes").glob("*.toml"))
-    assert names == ["arc", "base", "denoise", "denoise-resnet", "ixi", "seqaug", "seqinv"]
+    assert names == ["arc", "arc-heads", "base", "denoise", "denoise-resnet", "ixi", "seqaug", "seqinv"]
     for name in names:
         path = root / "training" / "recipes" / f"{name}.toml"
         stages = plan(path, "runs")  # every stage validates
