@@ -158,29 +158,42 @@ def _bias_field(ratio: np.ndarray, weight: np.ndarray, coords, shape) -> np.ndar
     """A smooth field fitted to `ratio` (observed / fitted intensity at the brain voxels `coords`): the
     exponential of a cubic polynomial of position, weighted least squares on the log ratio; mean 1."""
     unit = [(c.astype(np.float32) - (n - 1) / 2) / (n / 2) for c, n in zip(coords, shape, strict=True)]
-    terms = _monomials(unit)
     rows = slice(None, None, max(1, len(ratio) // 200_000))  # a subsample fits as well, much faster
     root = np.sqrt(weight[rows].astype(np.float64))[:, None]
-    design = np.stack([t[rows] for t in terms], axis=1).astype(np.float64) * root
+    design = np.stack(_monomials([u[rows].astype(np.float64) for u in unit]), axis=1) * root
     target = np.log(np.clip(ratio[rows], 0.2, 5.0)) * root[:, 0]
     coef, *_ = np.linalg.lstsq(design, target, rcond=None)
-    log_field = sum(float(c) * t for c, t in zip(coef, terms, strict=True))
-    field = np.exp(log_field - log_field.mean())
-    return field.astype(np.float32)
+    log_field = _polynomial(coef, unit)
+    return np.exp(log_field - log_field.mean()).astype(np.float32)
+
+
+def _exponents() -> list[tuple[int, int, int]]:
+    """(a, b, c) of x^a y^b z^c for a + b + c <= BIAS_DEGREE, in a fixed order (the constant first)."""
+    d = BIAS_DEGREE
+    return [(a, b, c) for a in range(d + 1) for b in range(d + 1 - a) for c in range(d + 1 - a - b)]
 
 
 def _monomials(unit: list[np.ndarray]) -> list[np.ndarray]:
-    """x^a y^b z^c for a + b + c <= BIAS_DEGREE (the constant first)."""
-    powers = [[np.ones_like(u), u] for u in unit]
-    for p in powers:
-        for _ in range(BIAS_DEGREE - 1):
-            p.append(p[-1] * p[1])
-    return [
-        powers[0][a] * powers[1][b] * powers[2][c]
-        for a in range(BIAS_DEGREE + 1)
-        for b in range(BIAS_DEGREE + 1 - a)
-        for c in range(BIAS_DEGREE + 1 - a - b)
-    ]
+    x, y, z = unit
+    return [x**a * y**b * z**c for a, b, c in _exponents()]
+
+
+def _polynomial(coef: np.ndarray, unit: list[np.ndarray]) -> np.ndarray:
+    """sum of coef * x^a y^b z^c at every voxel, nested (Horner in z, then y, then x): a few arrays of
+    the brain's size instead of one per term."""
+    x, y, z = unit
+    table = dict(zip(_exponents(), coef, strict=True))
+    d = BIAS_DEGREE
+    out = np.zeros_like(x)
+    for a in range(d, -1, -1):
+        in_y = np.zeros_like(x)
+        for b in range(d - a, -1, -1):
+            in_z = np.zeros_like(x)
+            for c in range(d - a - b, -1, -1):
+                in_z = in_z * z + np.float32(table[a, b, c])
+            in_y = in_y * y + in_z
+        out = out * x + in_y
+    return out
 
 
 def _write_back(probs: np.ndarray, brain: np.ndarray, q: np.ndarray) -> None:

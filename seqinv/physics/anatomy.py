@@ -59,7 +59,8 @@ KIND_VALUES: dict[str, dict[str, tuple[float, float]]] = {
     "marrow": dict(pd=(60, 85), r1=(2.0, 3.0), r2s=(40, 80), mt=(0.3, 1.0), r2=(10, 16)),
     "nerve": dict(pd=(68, 75), r1=(0.80, 1.00), r2s=(20, 30), mt=(1.2, 1.8), r2=(11, 14)),
     "blood": dict(pd=(80, 90), r1=(0.50, 0.65), r2s=(15, 40), mt=(0.0, 0.2), r2=(5, 12)),
-    # a stroke lesion, as in seqinv.physics.phantom (placed only for the lesion task: `add_lesion`)
+    # a stroke lesion, as in seqinv.physics.phantom (placed only for the lesion task: `add_lesion`); it must
+    # stay the last kind: draw_values and random_intensities draw it last, only for subjects that have one
     "lesion": dict(pd=(82, 95), r1=(0.30, 0.60), r2s=(5, 12), mt=(0.2, 0.7), r2=(3, 8)),
 }
 KINDS = tuple(KIND_VALUES)
