@@ -135,13 +135,43 @@ def pinned(init: str) -> str:
 
 
 def initial_weights(net, init: str) -> None:
-    """Start from a trained denoiser (folder or model name) of the same widths."""
+    """Start from a trained denoiser (folder or model name) of the same widths, or of a shallower stack of
+    the same width: it is then deepened by identity residual pairs (`deepened_state`)."""
     from seqinv.models.factory import load_model
 
     trained, _ = load_model(init)
-    if tuple(trained.config.features) != tuple(net.config.features):
-        raise SystemExit(f"error: --init {init}: its widths differ from this recipe's")
-    net.load_state_dict(trained.float().state_dict(), strict=True)
+    state = trained.float().state_dict()
+    old, new = tuple(trained.config.features), tuple(net.config.features)
+    if old != new:
+        if not _can_deepen(old, new):
+            raise SystemExit(
+                f"error: --init {init}: its widths differ from this recipe's (and it cannot be deepened "
+                "into them: that needs one width, an even number of layers and an even number more)"
+            )
+        state = deepened_state(state, net.state_dict(), len(old), len(new))
+    net.load_state_dict(state, strict=True)
+
+
+def _can_deepen(old: tuple, new: tuple) -> bool:
+    same_width = len(set(old) | set(new)) == 1
+    return same_width and len(new) > len(old) and len(old) % 2 == 0 and (len(new) - len(old)) % 2 == 0
+
+
+def deepened_state(old: dict, fresh: dict, n_old: int, n_new: int) -> dict:
+    """`old`'s weights in a deeper stack that computes the same function: the new residual pairs go in
+    before the last body convolution, the second batch norm of each with zero scale and shift (so the
+    pair adds nothing until it learns to); the new first convolutions keep `fresh`'s He init."""
+    last, extra = n_old - 2, n_new - n_old  # index of the last body conv (a plain one), layers added
+    state = dict(fresh)
+    for key, value in old.items():
+        part = key.split(".")
+        if part[0] in ("body", "norms") and int(part[1]) == last:
+            part[1] = str(last + extra)
+        state[".".join(part)] = value
+    for j in range(last + 1, last + extra, 2):  # the second layer of each new pair
+        for field in ("weight", "bias"):
+            state[f"norms.{j}.{field}"] = torch.zeros_like(fresh[f"norms.{j}.{field}"])
+    return state
 
 
 def icbm152_image() -> torch.Tensor:
@@ -186,6 +216,10 @@ def clean_patch(volume: torch.Tensor, r: Recipe, gen: torch.Generator) -> torch.
     if thick >= 0:
         x = _blur_axis(x, thick, 0.45 * voxel[thick])
     x = F.interpolate(x, size=(p, p, p), mode="trilinear", align_corners=False)[0, 0]
+    if r.smooth_prob > 0 and _u(gen, 0, 1) < r.smooth_prob:
+        width = _u(gen, *r.smooth_sigma)
+        for axis in range(3):
+            x = _blur_axis(x[None, None], axis, width)[0, 0]
     x = x.permute(*torch.randperm(3, generator=gen).tolist())
     flips = [a for a in range(3) if _u(gen, 0, 1) < 0.5]
     return x.flip(flips) if flips else x
@@ -285,8 +319,11 @@ def validate(net, cases) -> dict[str, float]:
 # ------------------------------------------------------------------------------------------------ loop
 def train(r: Recipe, output: Path) -> None:
     from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
+    from training.loop import autocast
     from training.phantom_cache import training_seeds
 
+    if r.precision not in ("fp32", "bf16"):
+        raise SystemExit(f"error: precision {r.precision!r} is not fp32 or bf16")
     torch.manual_seed(r.seed)
     r.init = pinned(r.init)
     output.mkdir(parents=True, exist_ok=True)
@@ -323,8 +360,9 @@ def train(r: Recipe, output: Path) -> None:
         for group in opt.param_groups:
             group["lr"] = lr
         noisy, target, sigma = batch(images, r, gen)
-        pred = net(noisy, sigma)
-        per_sample = ((pred - (noisy - target)) ** 2).mean(dim=(1, 2, 3, 4))
+        with autocast(r.precision, "cpu"):
+            pred = net(noisy, sigma)
+        per_sample = ((pred.float() - (noisy - target)) ** 2).mean(dim=(1, 2, 3, 4))
         loss = (per_sample / sigma).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -106,7 +106,13 @@ def segment(
         False,
         "--no-refine",
         help="ixi: the network's labels as they are (by default they are refined by the scan's own "
-        "intensities: one Gaussian per tissue fitted to this scan, and a smooth bias field).",
+        "intensities: a mixture of two Gaussians per tissue fitted to this scan, and a smooth bias field).",
+    ),
+    grid: str = typer.Option(
+        "input",
+        "--grid",
+        help="input: labels on the scan's own grid; model: on the model's 1 mm grid (finer than thick "
+        "slices; the header's affine places it, cropped to the head).",
     ),
     brain_model: str = typer.Option(
         None,
@@ -145,6 +151,7 @@ def segment(
         volumes=volumes,
         head_mask=False if no_head_mask else None,
         refine=False if no_refine else None,
+        grid=grid,
         brain_model=None if no_brain_mask else (brain_model or "auto"),
         skip_existing=skip_existing,
         settings=settings,

@@ -53,8 +53,8 @@ class RunInfo:
 
 @dataclass
 class SegmentResult:
-    labels: np.ndarray  # uint8, input grid
-    probs: np.ndarray | None  # float32 (C, X, Y, Z), input grid, when asked for
+    labels: np.ndarray  # uint8, on `grid` (the input's, or the model's 1 mm grid)
+    probs: np.ndarray | None  # float32 (C, X, Y, Z), same grid, when asked for
     label_names: list[str]
     volumes_ml: dict[str, float]
     record: PreprocessRecord
@@ -62,6 +62,12 @@ class SegmentResult:
     model_labels: np.ndarray  # model-space labels (cropped), for QC
     info: RunInfo
     refinement: dict | None = None  # what the intensity refinement fitted (None: not run)
+    grid: str = "input"  # the grid of labels and probs: "input" or "model" (`affine`)
+    affine: np.ndarray | None = None  # voxel -> RAS+ of labels and probs
+
+
+#: Grids `segment_volume` can return labels on.
+GRIDS = ("input", "model")
 
 
 @dataclass
@@ -171,6 +177,7 @@ def segment_volume(
     brain_model: Any = None,
     task: str | None = None,
     refine: bool | None = None,
+    grid: str = "input",
 ) -> SegmentResult:
     """Tissue/lesion labels (uint8) on the input's grid, per-class volumes in mL, optional probabilities.
 
@@ -181,8 +188,11 @@ def segment_volume(
     lesion model's calls stay inside the brain (CSF, GM, WM).
     `refine` (default: the task's; on for `ixi`) refines the tissue probabilities by the scan's own
     intensities (`seqinv.inference.refine`); the brain/background decision stays the network's.
+    `grid="model"` returns labels and probabilities on the model's 1 mm RAS grid (cropped to the head)
+    instead: finer than a thick-slice input's own grid, and refined on that grid's resampled intensities.
     """
-
+    if grid not in GRIDS:
+        raise ParameterError(f"grid {grid!r} is not one of {', '.join(GRIDS)}")
     settings = settings or InferenceSettings()
     timer = Timer()
     spec = TASKS.get(task or task_of(model.config))
@@ -206,31 +216,49 @@ def segment_volume(
             _background_outside(model_probs, head_region(image[0, 0].numpy()))
         if brain is not None:
             _background_outside(model_probs, brain)
-        fills = [1.0] + [0.0] * (model_probs.shape[0] - 1)
-        native = record.invert(model_probs, fill=fills, order=1) if refine or probs else None
-        refinement = None
-        if refine:  # on the input's own grid: its voxels hold the detail the refinement is for
-            refinement = refine_probabilities(volume.data, native)
-            labels = np.argmax(native, axis=0).astype(np.uint8)
-            model_labels = record.labels_to_model(labels)
+        if grid == "model":
+            labels, out_probs, refinement = _on_model_grid(model_probs, image, refine, probs)
+            model_labels, affine = labels, record.crop_affine
         else:
-            labels = record.invert_labels(model_probs)
-            model_labels = np.argmax(model_probs, axis=0).astype(np.uint8)
-        native_probs = native if probs else None
+            labels, out_probs, refinement = _on_input_grid(model_probs, volume, record, refine, probs)
+            model_labels = record.labels_to_model(labels) if refine else np.argmax(model_probs, axis=0)
+            affine = volume.affine
         names = _label_names(net.config, model_probs.shape[0])
         counts = np.bincount(labels.ravel(), minlength=len(names))
-        volumes = {name: float(counts[i]) * volume.voxel_ml for i, name in enumerate(names)}
+        voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+        volumes = {name: float(counts[i]) * voxel_ml for i, name in enumerate(names)}
     return SegmentResult(
         labels=labels,
-        probs=native_probs,
+        probs=out_probs,
         label_names=names,
         volumes_ml=volumes,
         record=record,
         model_image=image[0, 0].numpy(),
-        model_labels=model_labels,
+        model_labels=model_labels.astype(np.uint8),
         info=RunInfo(str(device), precision, settings.to_dict(), timer.stages_s),
         refinement=refinement.to_dict() if refinement else None,
+        grid=grid,
+        affine=np.asarray(affine, dtype=np.float64),
     )
+
+
+def _on_input_grid(model_probs, volume, record, refine: bool, probs: bool):
+    """(labels, probs or None, refinement or None) on the input's grid."""
+    fills = [1.0] + [0.0] * (model_probs.shape[0] - 1)
+    native = record.invert(model_probs, fill=fills, order=1) if refine or probs else None
+    if not refine:
+        return record.invert_labels(model_probs), native, None
+    # on the input's own grid: its voxels hold the detail the refinement is for
+    refinement = refine_probabilities(volume.data, native)
+    labels = np.argmax(native, axis=0).astype(np.uint8)
+    return labels, native if probs else None, refinement
+
+
+def _on_model_grid(model_probs, image, refine: bool, probs: bool):
+    """(labels, probs or None, refinement or None) on the model's 1 mm grid."""
+    refinement = refine_probabilities(image[0, 0].numpy(), model_probs) if refine else None
+    labels = np.argmax(model_probs, axis=0).astype(np.uint8)
+    return labels, model_probs if probs else None, refinement
 
 
 def _background_outside(model_probs: np.ndarray, inside: np.ndarray) -> None:

@@ -32,6 +32,7 @@ from seqinv.inference.batch import (
     write_json,
 )
 from seqinv.inference.core import (
+    GRIDS,
     check_brain_model,
     check_tissue_model,
     denoise_volume,
@@ -49,15 +50,16 @@ Log = Callable[[str], None]
 
 
 # ------------------------------------------------------------------------------------------ one scan
-def write_labels(path: Path, labels, volume: Volume) -> None:
-    """uint8 labels on the input's grid and header."""
-    write_volume(path, labels, volume.affine, volume.header, dtype="uint8")
+def write_labels(path: Path, labels, volume: Volume, affine=None) -> None:
+    """uint8 labels with the input's header, on its grid (or on `affine`'s)."""
+    write_volume(path, labels, volume.affine if affine is None else affine, volume.header, dtype="uint8")
 
 
-def write_probabilities(path: Path, probs, volume: Volume) -> None:
-    """(C, X, Y, Z) class probabilities as a 4D NIfTI on the input's grid."""
+def write_probabilities(path: Path, probs, volume: Volume, affine=None) -> None:
+    """(C, X, Y, Z) class probabilities as a 4D NIfTI on the input's grid (or on `affine`'s)."""
     # NIfTI has no float16: uint8 with scl_slope 1/255 (0.002 precision) keeps files small
-    write_volume(path, probs.transpose(1, 2, 3, 0), volume.affine, volume.header, "uint8", 1 / 255)
+    affine = volume.affine if affine is None else affine
+    write_volume(path, probs.transpose(1, 2, 3, 0), affine, volume.header, "uint8", 1 / 255)
 
 
 def write_qc(path: Path, result) -> None:
@@ -107,23 +109,24 @@ def segment_file(
     brain_source: Any = None,
     volume: int | None = None,
     refine: bool | None = None,
+    grid: str = "input",
 ) -> dict:
     """Segment `src` into `dst` (labels), its `_probseg` sibling (`probs`), `qc` (PNG) and the sidecar.
 
     Returns the sidecar's content. `source`/`brain_source` are the `ModelSource`s of the models;
-    `volume` picks one volume (0-based) of a 4D input; `refine` see `segment_volume`.
+    `volume` picks one volume (0-based) of a 4D input; `refine` and `grid` see `segment_volume`.
     """
     src, dst = Path(src), Path(dst)
     image, read_s = _timed_read(src, volume)
     result = segment_volume(
-        image, net, settings, probs, head_mask, brain_model=brain_model, task=task, refine=refine
+        image, net, settings, probs, head_mask, brain_model=brain_model, task=task, refine=refine, grid=grid
     )
     start = time.perf_counter()
-    write_labels(dst, result.labels, image)
+    write_labels(dst, result.labels, image, result.affine)
     extra_files = {}
     if probs:
         probs_path = sibling(dst, "_dseg", "_probseg")
-        write_probabilities(probs_path, result.probs, image)
+        write_probabilities(probs_path, result.probs, image, result.affine)
         extra_files["probseg"] = str(probs_path)
     if qc is not None:
         write_qc(Path(qc), result)
@@ -137,6 +140,7 @@ def segment_file(
         {
             "task": task,
             "input_volume": volume,
+            "output_grid": "input" if grid == "input" else "model (1 mm RAS, cropped to the head)",
             "labels": dict(enumerate(result.label_names)),
             "volumes_ml": result.volumes_ml,
             "outputs": {"dseg": str(dst), **extra_files},
@@ -315,6 +319,7 @@ def segment_files(
     log: Log | None = None,
     volume: int | None = None,
     refine: bool | None = None,
+    grid: str = "input",
 ) -> BatchSummary:
     """Segment scans as `seqinv segment` does: labels, sidecars, optional probabilities and QC, volumes CSV.
 
@@ -323,11 +328,14 @@ def segment_files(
     `brain_model` (task arc) the tissue model bounding lesion calls ("auto": ixi, None: no mask).
     `log` receives the one-line model descriptions; `progress` draws a bar on a terminal; `volume`
     picks one volume (0-based) of 4D inputs; `refine` (default: the task's) the intensity refinement of
-    tissue labels (`seqinv.inference.refine`).
+    tissue labels (`seqinv.inference.refine`); `grid` "input" (default) or "model": the labels on the
+    model's 1 mm grid (finer than a thick-slice scan's own).
     Returns the `BatchSummary` (`results` maps each input to its sidecar).
     """
     if task not in SEGMENT_TASKS:
         raise ParameterError(f"unknown task {task!r} for segment; expected one of {', '.join(SEGMENT_TASKS)}")
+    if grid not in GRIDS:
+        raise ParameterError(f"--grid {grid!r} is not one of {', '.join(GRIDS)}")
     settings = _settings(settings)
     paths = _paths(inputs)
     targets = plan_outputs(paths, None if output is None else str(output), "dseg", NIFTI_OUT)
@@ -344,8 +352,20 @@ def segment_files(
     def process(src: Path, dst: Path) -> dict:
         qc_path = qc_paths[src] if qc_paths is not None else None
         meta = segment_file(
-            src, dst, net, source, settings, task, probs, qc_path, head_mask, brain_net, brain_source, volume,
+            src,
+            dst,
+            net,
+            source,
+            settings,
+            task,
+            probs,
+            qc_path,
+            head_mask,
+            brain_net,
+            brain_source,
+            volume,
             refine=refine,
+            grid=grid,
         )
         rows.append(volumes_row(src, dst, meta["volumes_ml"]))
         return meta

@@ -186,3 +186,29 @@ def test_tissue_labels_are_refined_unless_asked_not_to(tmp_path, monkeypatch, ca
     assert code == 0, err
     assert json.loads((tmp_path / "n_dseg.json").read_text())["intensity_refinement"] is None
     assert fit["method"] == "em-gaussian-mixture-per-class" and len(fit["means"]) == 3
+
+
+def test_thick_slices_can_be_labelled_on_the_model_1mm_grid(tmp_path, monkeypatch, capsys, models):
+    thick = np.diag([1.0, 1.0, 4.0, 1.0])
+    thick[:3, 3] = [-10.0, 5.0, 20.0]
+    scan = _scan(tmp_path / "a_T2w.nii.gz", thick, shape=(28, 30, 8))
+    seg = ("segment", scan, "--model", models / "seg", "--probs")
+    code, _, err = run(monkeypatch, capsys, *seg, "--grid", "model", "-o", tmp_path / "m_dseg.nii.gz")
+    assert code == 0, err
+    out = nib.load(tmp_path / "m_dseg.nii.gz")
+    np.testing.assert_allclose(np.linalg.norm(out.affine[:3, :3], axis=0), 1.0)
+    # it covers the scan: the input's centre lies inside the output's field of view
+    centre = thick @ np.array([13.5, 14.5, 3.5, 1.0])
+    voxel = np.linalg.inv(out.affine) @ centre
+    assert np.all(voxel[:3] >= 0) and np.all(voxel[:3] <= np.array(out.shape) - 1)
+    assert out.shape[2] > 8 * 3  # 32 mm of slab on 1 mm voxels, not 8 slices
+    probs = nib.load(tmp_path / "m_probseg.nii.gz")
+    assert probs.shape == out.shape + (4,)
+    np.testing.assert_allclose(probs.affine, out.affine)
+    meta = json.loads((tmp_path / "m_dseg.json").read_text())
+    assert meta["output_grid"].startswith("model")
+    counts = np.bincount(np.asarray(out.dataobj).ravel(), minlength=4)
+    np.testing.assert_allclose(list(meta["volumes_ml"].values()), counts / 1000.0, rtol=1e-6)
+    code, _, err = run(monkeypatch, capsys, *seg, "--grid", "coarse", "-o", tmp_path / "x_dseg.nii.gz")
+    assert code == 2 and err.strip().endswith("error: --grid 'coarse' is not one of input, model")
+    assert not (tmp_path / "x_dseg.nii.gz").exists()

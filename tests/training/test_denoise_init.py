@@ -25,3 +25,23 @@ def test_a_published_name_is_recorded_with_its_version(tmp_path):
     assert pinned("denoise@1.0") == "denoise@1.0"
     assert pinned("denoise").startswith("denoise@")
     assert pinned(str(tmp_path)) == str(tmp_path) and pinned("") == ""
+
+
+def test_a_shallower_denoiser_is_deepened_into_the_same_function(tmp_path):
+    torch.manual_seed(0)
+    trained = ResidualDenoiser(denoiser_config((4,) * 4))
+    for p in trained.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    trained.save_pretrained(tmp_path / "m", dtype=torch.float32)
+    deeper = ResidualDenoiser(denoiser_config((4,) * 8))
+    initial_weights(deeper, str(tmp_path / "m"))
+    x = torch.rand(2, 1, 12, 10, 14)
+    trained.eval(), deeper.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(deeper(x, 0.1), trained(x, 0.1))
+    # the new layers are there to learn: their first convolutions are not zero
+    assert float(deeper.body[3].weight.abs().sum()) > 0
+    with pytest.raises(SystemExit, match="cannot be deepened"):
+        initial_weights(ResidualDenoiser(denoiser_config((4,) * 7)), str(tmp_path / "m"))
+    with pytest.raises(SystemExit, match="cannot be deepened"):
+        initial_weights(ResidualDenoiser(denoiser_config((8,) * 8)), str(tmp_path / "m"))

@@ -307,3 +307,35 @@ def test_scan_rows_and_report_on_a_hand_made_scan(tmp_path):
     wm = 2 * 800 / 2000  # WM shifted into 8 of its 10 layers
     gm = 2 * 800 / 2000
     assert f"| chris_t1 ixi | 100.0 | {100 * gm:.1f} | {100 * wm:.1f} |" in text
+
+
+def test_resolution_rows_score_the_input_grid_and_the_1mm_grid(tmp_path):
+    """chris_t1 degraded: one set of rows per output grid, each scored on the sharp grid."""
+    import torch
+
+    from seqinv.inference import InferenceSettings
+    from seqinv.io import Volume
+    from seqinv.models import ModelConfig, SeqInvUNet
+    from training.realbench.run import SCANS, Scan, resolution_rows
+
+    torch.manual_seed(0)
+    labels = ["background", "csf", "gm", "wm"]
+    config = ModelConfig.from_preset(
+        "tiny",
+        arch="unet",
+        patch_size=(32, 32, 32),
+        task="segment",
+        task_name="ixi",
+        out_channels=4,
+        labels=labels,
+    )
+    ref = np.zeros((24, 24, 20), np.uint8)
+    ref[4:20, 4:20, 4:16] = 3
+    volume = Volume(data=ref.astype(np.float32) * 30, affine=np.eye(4))
+    scan = Scan(SCANS[0], volume, "cd" * 32, Cache(tmp_path, "cd" * 32), mask=ref > 0, tissue=ref)
+    scan.labels = ref
+    rows = resolution_rows({"chris_t1": scan}, SeqInvUNet(config), InferenceSettings(), "tiny", "gaussian")
+    dice_scans = {r["scan"] for r in rows if r["metric"] == "dice"}
+    grids = {"chris_t1@1x1x5mm", "chris_t1@3mm-iso"}
+    assert dice_scans == grids | {f"{name}/1mm" for name in grids}
+    assert all(0.0 <= r["value"] <= 100.0 for r in rows if r["metric"] == "dice")

@@ -184,7 +184,8 @@ def markdown(seg_rows, den_rows, context) -> str:
         ]
         parts += [
             "Dice % against the labels of the sharp scan (the degraded scan's probabilities resampled",
-            "linearly onto the sharp grid).",
+            "linearly onto the sharp grid). `/1mm`: labelled on the model's 1 mm grid (`--grid model`)",
+            "instead of the degraded scan's own.",
             "",
         ]
         keys = [

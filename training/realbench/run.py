@@ -239,7 +239,8 @@ def cross_contrast_rows(scans, results, model_name: str) -> list[dict]:
 
 
 def resolution_rows(scans, model, settings, model_name: str, profile: str) -> list[dict]:
-    """chris_t1 degraded (slice profile + sampling), segmented, its probabilities back on the sharp grid."""
+    """chris_t1 degraded (slice profile + sampling), segmented, its probabilities back on the sharp grid:
+    labels on the degraded scan's own grid, and on the model's 1 mm grid (`--grid model`, tag `/1mm`)."""
     from seqinv.inference import segment_volume
     from seqinv.io import Volume
 
@@ -250,16 +251,17 @@ def resolution_rows(scans, model, settings, model_name: str, profile: str) -> li
     out = []
     for tag, voxel_mm in DEGRADED.items():
         data, affine = degrade(t1.data, t1.affine, voxel_mm, profile)
-        result = segment_volume(
-            Volume(data=data.astype(np.float32), affine=affine), model, settings, probs=True
-        )
-        labels = resample_probs(result.probs, affine, t1.shape, t1.affine)
-        for cls, value in dice_per_class(labels, sharp).items():
-            out.append(
-                row("resolution", f"chris_t1@{tag}", model_name, "sharp chris_t1 labels", "dice", cls, value)
+        for grid, suffix in (("input", ""), ("model", "/1mm")):
+            result = segment_volume(
+                Volume(data=data.astype(np.float32), affine=affine), model, settings, probs=True, grid=grid
             )
-        for cls, ml in volumes_ml(result.labels, float(abs(np.linalg.det(affine[:3, :3]))) / 1000).items():
-            out.append(row("volume", f"chris_t1@{tag}", model_name, "-", "ml", cls, ml))
+            labels = resample_probs(result.probs, result.affine, t1.shape, t1.affine)
+            scan = f"chris_t1@{tag}{suffix}"
+            for cls, value in dice_per_class(labels, sharp).items():
+                out.append(row("resolution", scan, model_name, "sharp chris_t1 labels", "dice", cls, value))
+            voxel_ml = float(abs(np.linalg.det(result.affine[:3, :3]))) / 1000
+            for cls, ml in volumes_ml(result.labels, voxel_ml).items():
+                out.append(row("volume", scan, model_name, "-", "ml", cls, ml))
     return out
 
 
