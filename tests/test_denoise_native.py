@@ -89,6 +89,24 @@ def test_slabs_give_the_same_noise_as_one_pass(monkeypatch):
     np.testing.assert_allclose(dn.predict_noise(net, data, 0.1, torch.device("cpu")), whole, atol=1e-5)
 
 
+def test_flip_passes_average_the_flipped_estimates_also_in_slabs(monkeypatch):
+    torch.manual_seed(0)
+    net = ResidualDenoiser(denoiser_config((4, 4, 4)))
+    for p in net.tail.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    net.eval()
+    data = np.random.default_rng(0).random((40, 12, 10)).astype(np.float32) + 0.5
+    one = dn.predict_noise(net, data, 0.1, torch.device("cpu"))
+    # by hand: the same volume flipped along all three axes, its estimate flipped back
+    flipped = dn.predict_noise(net, np.ascontiguousarray(data[::-1, ::-1, ::-1]), 0.1, torch.device("cpu"))
+    two = dn.predict_noise(net, data, 0.1, torch.device("cpu"), passes=2)
+    np.testing.assert_allclose(two, (one + flipped[::-1, ::-1, ::-1]) / 2, atol=1e-5)
+    assert np.abs(two - one).max() > 1e-3  # the flipped pass differs: it is not a no-op
+    monkeypatch.setattr(dn, "MAX_PASS_VOXELS", 12 * 10 * 30)
+    in_slabs = dn.predict_noise(net, data, 0.1, torch.device("cpu"), passes=2)
+    np.testing.assert_allclose(in_slabs, two, atol=1e-5)
+
+
 def test_saved_denoiser_round_trips(tmp_path):
     net = ResidualDenoiser(denoiser_config((4, 4), name="tiny-denoiser"))
     net.save_pretrained(tmp_path / "m")
@@ -140,7 +158,14 @@ def test_denoise_cli_sidecar_records_sigma_and_its_method(tmp_path, monkeypatch)
     assert meta["noise_sigma_source"] == "estimated" and meta["noise_sigma_method"] == "background-rayleigh"
     assert meta["noise_sigma"] == pytest.approx(6.0, rel=0.15)
     assert meta["preprocessing"] == {"resampled": False, "grid": "input"}
-    assert meta["tta"] is False and meta["overlap"] is None  # one pass on the grid: no TTA, no windows
+    assert meta["tta"] is True and meta["passes"] == 8  # --tta: all eight flips
+    assert meta["overlap"] is None  # passes over the stored grid: no windows
+    denoise_files(scan, tmp_path / "one", settings=InferenceSettings(threads=1), passes=1)
+    meta = json.loads((tmp_path / "one" / "scan_desc-denoised.json").read_text())
+    assert meta["tta"] is False and meta["passes"] == 1
+    with pytest.raises(ParameterError, match="--passes 3 is not one of 1, 2, 4, 8"):
+        denoise_files(scan, tmp_path / "bad", passes=3)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_research_frozen_encoder_head_stays_loadable():

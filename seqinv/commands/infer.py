@@ -175,6 +175,11 @@ def denoise(
     sigma: float = typer.Option(
         None, "--sigma", help="Noise std in the input's intensity units (default: estimated)."
     ),
+    passes: int = typer.Option(
+        None,
+        "--passes",
+        help="Flipped copies the denoiser averages: 1, 2, 4 or 8 (default 2; --tta 8, --fast 1).",
+    ),
     device: str = _DEVICE,
     precision: str = _PRECISION,
     overlap: float = _OVERLAP,
@@ -192,8 +197,19 @@ def denoise(
 
     paths = _inputs(inputs, example)
     output = _default_output(output, example)
+    if passes is None and fast:
+        passes = 1
     summary = denoise_files(
-        paths, output, model, sigma, skip_existing, settings, progress=True, log=_log, volume=volume_index
+        paths,
+        output,
+        model,
+        sigma,
+        skip_existing,
+        settings,
+        progress=True,
+        log=_log,
+        volume=volume_index,
+        passes=passes,
     )
     _finish(summary, len(paths))
 

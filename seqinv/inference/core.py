@@ -328,12 +328,17 @@ def _noise_level(data: np.ndarray, sigma: float | None) -> tuple[float, str, str
 
 
 def denoise_volume(
-    volume: Volume, model: Any, settings: InferenceSettings | None = None, sigma: float | None = None
+    volume: Volume,
+    model: Any,
+    settings: InferenceSettings | None = None,
+    sigma: float | None = None,
+    passes: int | None = None,
 ) -> DenoiseResult:
     """Denoised image on the input's grid and intensity scale: input − predicted noise.
 
     The model predicts noise at the std it was trained on; the scan is scaled so that its noise (`sigma`
-    in input units, estimated when None) matches that level, then scaled back.
+    in input units, estimated when None) matches that level, then scaled back. `passes` (residual
+    denoiser only): flipped copies averaged, 1, 2, 4 or 8 (default 2; `settings.tta` 8).
     """
     settings = settings or InferenceSettings()
     if sigma is not None and not sigma > 0:
@@ -341,7 +346,7 @@ def denoise_volume(
     timer = Timer()
     net, device, precision = _setup(model, settings)
     if getattr(net.config, "arch", "") == "denoiser":
-        return _denoise_native(volume, net, sigma, settings, device, timer)
+        return _denoise_native(volume, net, sigma, settings, device, timer, passes)
     with timer.stage("preprocess"):
         sigma, source, method = _noise_level(volume.data, sigma)
         image, record = Preprocessor(net.config).apply(volume)
@@ -372,14 +377,19 @@ def denoise_volume(
     )
 
 
-def _denoise_native(volume: Volume, net: Any, sigma, settings, device, timer: Timer) -> DenoiseResult:
+def _denoise_native(
+    volume: Volume, net: Any, sigma, settings, device, timer: Timer, passes: int | None
+) -> DenoiseResult:
     """The residual denoiser on the stored voxel array: no resampling, any spacing or orientation."""
-    from seqinv.inference.denoising import predict_noise
+    from seqinv.inference.denoising import DEFAULT_PASSES, TTA_PASSES, check_passes, predict_noise
 
+    if passes is None:
+        passes = TTA_PASSES if settings.tta else DEFAULT_PASSES
+    check_passes(passes)
     with timer.stage("preprocess"):
         sigma, source, method = _noise_level(volume.data, sigma)
     with timer.stage("inference"):
-        noise = predict_noise(net, volume.data, sigma, device)
+        noise = predict_noise(net, volume.data, sigma, device, passes)
     with timer.stage("postprocess"):
         denoised = np.asarray(volume.data, dtype=np.float32) - noise
         if volume.data.min() >= 0:  # magnitude images stay non-negative
@@ -390,14 +400,14 @@ def _denoise_native(volume: Volume, net: Any, sigma, settings, device, timer: Ti
         sigma_source=source,
         gain=1.0,
         record=None,
-        # one pass (in slabs) on the stored grid: no sliding-window overlap or flip TTA to record
-        info=RunInfo(str(device), "fp32", _native_settings(settings), timer.stages_s),
+        # passes (in slabs) over the stored grid: no sliding-window overlap to record
+        info=RunInfo(str(device), "fp32", _native_settings(settings, passes), timer.stages_s),
         sigma_method=method,
     )
 
 
-def _native_settings(settings) -> dict:
-    return {**settings.to_dict(), "overlap": None, "sw_batch_size": None, "tta": False}
+def _native_settings(settings, passes: int) -> dict:
+    return {**settings.to_dict(), "overlap": None, "sw_batch_size": None, "tta": passes > 1, "passes": passes}
 
 
 # ------------------------------------------------------------------------------------------------ embed

@@ -161,11 +161,12 @@ def denoise_file(
     settings: InferenceSettings,
     sigma: float | None = None,
     volume: int | None = None,
+    passes: int | None = None,
 ) -> dict:
     """Denoise `src` into `dst` (input grid, header and intensity scale) with its sidecar."""
     src, dst = Path(src), Path(dst)
     image, read_s = _timed_read(src, volume)
-    result = denoise_volume(image, net, settings, sigma=sigma)
+    result = denoise_volume(image, net, settings, sigma=sigma, passes=passes)
     start = time.perf_counter()
     write_volume(dst, result.image, image.affine, image.header, dtype="float32")
     _total(result.info, read_s, start)
@@ -176,6 +177,7 @@ def denoise_file(
         result.info,
         {
             "input_volume": volume,
+            "passes": result.info.settings.get("passes"),  # flipped copies averaged (None: 1 mm path)
             "noise_sigma": result.sigma,
             "noise_sigma_source": result.sigma_source,
             "noise_sigma_method": result.sigma_method,
@@ -395,17 +397,23 @@ def denoise_files(
     progress: bool = False,
     log: Log | None = None,
     volume: int | None = None,
+    passes: int | None = None,
 ) -> BatchSummary:
-    """Denoise scans as `seqinv denoise` does (`sigma`: noise std in input units, estimated when None)."""
+    """Denoise scans as `seqinv denoise` does (`sigma`: noise std in input units, estimated when None;
+    `passes`: flipped copies averaged by the residual denoiser, default 2, 8 with `tta`)."""
+    from seqinv.inference.denoising import check_passes
+
     settings = _settings(settings)
     if sigma is not None and not sigma > 0:
         raise ParameterError(f"--sigma {sigma} must be > 0 (noise std in the input's intensity units)")
+    if passes is not None:
+        check_passes(passes)
     paths = _paths(inputs)
     targets = plan_outputs(paths, None if output is None else str(output), "denoised", NIFTI_OUT)
     net, source = _load("denoise", model, log)
 
     def process(src: Path, dst: Path) -> dict:
-        return denoise_file(src, dst, net, source, settings, sigma, volume)
+        return denoise_file(src, dst, net, source, settings, sigma, volume, passes)
 
     return run_cases(paths, targets, process, _exists(skip_existing, volume), "denoise", progress)
 

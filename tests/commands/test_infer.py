@@ -212,3 +212,19 @@ def test_thick_slices_can_be_labelled_on_the_model_1mm_grid(tmp_path, monkeypatc
     code, _, err = run(monkeypatch, capsys, *seg, "--grid", "coarse", "-o", tmp_path / "x_dseg.nii.gz")
     assert code == 2 and err.strip().endswith("error: --grid 'coarse' is not one of input, model")
     assert not (tmp_path / "x_dseg.nii.gz").exists()
+
+
+def test_denoise_passes_are_recorded_and_checked(tmp_path, monkeypatch, capsys):
+    from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
+
+    ResidualDenoiser(denoiser_config((4, 4))).save_pretrained(tmp_path / "resid")
+    scan = _scan(tmp_path / "a_T2w.nii.gz")
+    base = ("denoise", scan, "--model", tmp_path / "resid", "--sigma", "5")
+    for flags, passes in (((), 2), (("--fast",), 1), (("--tta",), 8), (("--passes", "4"), 4)):
+        code, _, err = run(monkeypatch, capsys, *base, *flags, "-o", tmp_path / f"p{passes}")
+        assert code == 0, err
+        meta = json.loads((tmp_path / f"p{passes}" / "a_T2w_desc-denoised.json").read_text())
+        assert meta["passes"] == passes and meta["tta"] is (passes > 1)
+    code, _, err = run(monkeypatch, capsys, *base, "--passes", "3", "-o", tmp_path / "bad")
+    assert code == 2 and err.strip().endswith("error: --passes 3 is not one of 1, 2, 4, 8")
+    assert not list(tmp_path.glob("bad/*"))
