@@ -27,3 +27,20 @@ def test_an_unknown_precision_is_refused_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match="precision 'fp16'"):
         train(DenoiseResnetRecipe(precision="fp16"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_recalibrated_norms_are_the_even_average_over_the_batches():
+    from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
+    from training.denoise_resnet import recalibrate_norms
+
+    torch.manual_seed(0)
+    net = ResidualDenoiser(denoiser_config((4, 4, 4)))
+    r = DenoiseResnetRecipe(patch_size=16, batch_size=2, thick_prob=0.0)
+    images = [torch.rand(24, 24, 24).to(torch.float16) + 0.5]
+    seen = []
+    hook = net.norms[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].mean(dim=(0, 2, 3, 4))))
+    recalibrate_norms(net, images, r, batches=3, seed=4)
+    hook.remove()
+    assert len(seen) == 3 and not net.training
+    torch.testing.assert_close(net.norms[0].running_mean, torch.stack(seen).mean(0))
+    assert net.norms[0].momentum == 0.1  # restored for later training
