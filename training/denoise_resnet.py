@@ -477,12 +477,6 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Recipe]:
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--export", type=Path, default=None, help="checkpoint to export as a model folder")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument(
-        "--recalibrate-norms",
-        type=int,
-        default=0,
-        help="with --export: average the batch-norm statistics over this many training batches first",
-    )
     _add_recipe_flags(p)
     args = p.parse_args(argv)
     recipe = read_recipe(args.config)
@@ -500,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
             args.export,
             args.output,
             "python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml#heads",
-            args.recalibrate_norms,
+            recipe.recalibrate_norms,
         )
     else:
         train(recipe, args.output)

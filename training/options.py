@@ -247,6 +247,7 @@ class DenoiseResnetRecipe:
     smooth_prob: float = 0.0  # share of patches blurred in 3D, like an averaged template (0: never drawn)
     smooth_sigma: tuple = (0.5, 1.5)  # that blur's std, in patch voxels
     precision: str = "fp32"  # fp32 or bf16 (autocast; fast only where bf16 is native, e.g. AMX)
+    recalibrate_norms: int = 0  # at export: batch-norm statistics averaged over this many training batches
     validate_every: int = 200
     checkpoint_every: int = 100
     time_budget_s: float = 0.0  # > 0: the schedule ends (and training stops) after this much training time

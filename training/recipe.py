@@ -161,7 +161,8 @@ def _run(stage: Stage) -> None:
 
         output = Path(stage.options.output)
         train(stage.options.recipe, output)
-        export(output / "best.pt", output, command=stage.command_line)  # the model folder, as _done expects
+        # the model folder, as _done expects
+        export(output / "best.pt", output, stage.command_line, stage.options.recalibrate_norms)
     elif stage.command == "pretrain":
         from training.pretrain import run_pretrain
 
