@@ -440,7 +440,7 @@ def export(checkpoint: Path, output: Path, command: str, recalibrate: int = 0) -
     from training.lineage import read_lineage
 
     state = torch.load(checkpoint, weights_only=False)
-    r = state["recipe"]
+    r = {**state["recipe"], "recalibrate_norms": recalibrate}  # the recipe of what is exported
     training = {
         "kind": "denoise",
         "data": (

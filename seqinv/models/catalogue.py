@@ -150,6 +150,17 @@ CATALOGUE: list[PublishedModel] = [
         "denoising on the input's own grid: 2.0 trained further, with whole-head phantoms added",
         True,
     ),
+    PublishedModel(
+        "denoise",
+        "2.2",
+        "task",
+        "denoise",
+        f"{HUB_ORG}/seqinv-lite-denoise",
+        "v2.2",
+        "db253d7bbbc1ed04fe5fca333413bba514b44d3391970f155ad568bfe4b7b4bc",
+        "denoising on the input's own grid: 2.1 trained 8x longer (bf16), two flipped passes by default",
+        True,
+    ),
 ]
 
 

@@ -260,16 +260,19 @@ def test_published_recipes_are_valid_and_end_in_the_published_command():
     assert len(plan(root / "training" / "recipes" / "ixi.toml", "runs")) == 23
     from training.denoise_resnet import read_recipe
 
-    published = json.loads((root / "seqinv" / "weights" / "denoise" / "config.json").read_text())
-    last = read_recipe(str(root / "training" / "recipes" / "denoise-resnet.toml#heads"))
-    recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in published["training"]["recipe"].items()}
-    assert last.init == "@denoise" and recorded.pop("init") == "denoise@2.0"  # the stage before, as published
-    now = {k: v for k, v in dataclasses.asdict(last).items() if k != "init"}
-    defaults = dataclasses.asdict(type(last)())
-    newer = {k: now.pop(k) for k in set(now) - set(recorded)}  # keys added after it was published
-    assert newer == {k: defaults[k] for k in newer}  # hold their defaults: what the model was made with
-    assert now == recorded  # key for key
-    with pytest.raises(SystemExit, match="2 denoise-resnet stages match; use FILE#STAGE"):
+    denoisers = (("denoise@2.1", "heads", "denoise@2.0"), ("denoise", "long", "denoise@2.1"))
+    for folder, stage, before in denoisers:
+        published = json.loads((root / "seqinv" / "weights" / folder / "config.json").read_text())
+        last = read_recipe(str(root / "training" / "recipes" / f"denoise-resnet.toml#{stage}"))
+        recipe = published["training"]["recipe"]
+        recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}
+        assert last.init.startswith("@") and recorded.pop("init") == before  # the stage before, as published
+        now = {k: v for k, v in dataclasses.asdict(last).items() if k != "init"}
+        defaults = dataclasses.asdict(type(last)())
+        newer = {k: now.pop(k) for k in set(now) - set(recorded)}  # keys added after it was published
+        assert newer == {k: defaults[k] for k in newer}, folder  # defaults: what the model was made with
+        assert now == recorded, folder  # key for key
+    with pytest.raises(SystemExit, match="3 denoise-resnet stages match; use FILE#STAGE"):
         read_recipe(str(root / "training" / "recipes" / "denoise-resnet.toml"))
 
 
