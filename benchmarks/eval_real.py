@@ -27,6 +27,9 @@ def parse_args(argv):
     p.add_argument("--output", default="benchmarks/results")
     p.add_argument("--model", default="ixi", help="tissue model (name or folder); 'none' to skip")
     p.add_argument("--denoise-model", default="denoise", help="denoising model; 'none' to skip seqinv")
+    p.add_argument(
+        "--denoise-passes", type=int, default=None, help="flipped passes of the denoiser (default: its own)"
+    )
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--methods", default=",".join(METHODS), help="denoisers; '' to skip denoising")
@@ -51,6 +54,7 @@ def main(argv=None) -> dict:
         protocols=args.protocols,
         slab_mm=args.slab_mm,
         profile=args.profile,
+        denoise_passes=args.denoise_passes,
     )
     result = run_real(options)
     print(result["table"])

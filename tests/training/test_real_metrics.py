@@ -240,6 +240,9 @@ def test_options_reject_unknown_methods(tmp_path):
     with pytest.raises(InputError, match="no such folder"):
         options_from(str(tmp_path / "missing"), str(tmp_path))
     assert options_from(str(tmp_path), str(tmp_path), denoise_model="none").denoise_model is None
+    with pytest.raises(ParameterError, match="--passes 3 is not one of 1, 2, 4, 8"):
+        options_from(str(tmp_path), str(tmp_path), denoise_passes=3)
+    assert options_from(str(tmp_path), str(tmp_path), denoise_passes=8).denoise_passes == 8
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,7 @@ def scores(case: DenoiseCase, estimate: np.ndarray) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------ methods
-def seqinv_denoiser(model, threads: int) -> Callable[[DenoiseCase], np.ndarray]:
+def seqinv_denoiser(model, threads: int, passes: int | None = None) -> Callable[[DenoiseCase], np.ndarray]:
     from seqinv.inference import InferenceSettings, denoise_volume
     from seqinv.io import Volume
 
@@ -116,7 +116,7 @@ def seqinv_denoiser(model, threads: int) -> Callable[[DenoiseCase], np.ndarray]:
 
     def run(case: DenoiseCase) -> np.ndarray:
         volume = Volume(data=np.ascontiguousarray(case.noisy), affine=case.affine)
-        return denoise_volume(volume, model, settings, sigma=case.sigma).image
+        return denoise_volume(volume, model, settings, sigma=case.sigma, passes=passes).image
 
     return run
 

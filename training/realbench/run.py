@@ -69,6 +69,7 @@ class RealOptions:
     slab_mm: float = dn.SLAB_MM
     seed: int = 0
     profile: str = "gaussian"
+    denoise_passes: int | None = None  # flipped passes of the residual denoiser (None: its default)
 
 
 @dataclass
@@ -283,7 +284,7 @@ def denoise_rows(scans, model, options: RealOptions) -> tuple[list[dict], dict[s
     from seqinv.preprocess import head_region
 
     makers = {
-        "seqinv": lambda: dn.seqinv_denoiser(model, options.threads),
+        "seqinv": lambda: dn.seqinv_denoiser(model, options.threads, options.denoise_passes),
         "nlmeans": lambda: dn.nlmeans_denoiser(options.threads),
         "bm4d": dn.bm4d_denoiser,
     }
@@ -400,6 +401,8 @@ def run_real(options: RealOptions) -> dict:
         if options.denoise_model and "seqinv" in options.methods:
             model, source = load_task_model("denoise", options.denoise_model)
             models["denoise"] = describe(source)
+            if options.denoise_passes is not None:
+                models["denoise"] += f", {options.denoise_passes} flipped passes"
         den_rows, panels = denoise_rows(scans, model, options)
         for protocol, grid in panels.items():
             write_grid(output / "real_scans" / f"denoise_{protocol}.png", grid)
@@ -440,6 +443,10 @@ def options_from(
         picked[option] = items
     if threads < 1 or not slab_mm > 0:
         raise ParameterError(f"--threads {threads} must be >= 1 and --slab-mm {slab_mm} > 0")
+    if kwargs.get("denoise_passes") is not None:
+        from seqinv.inference.denoising import check_passes
+
+        check_passes(kwargs["denoise_passes"])
     none = lambda name: None if name in (None, "", "none") else name  # noqa: E731
     return RealOptions(
         real_dir=real_dir,
