@@ -95,14 +95,14 @@ def test_flip_passes_average_the_flipped_estimates_also_in_slabs(monkeypatch):
     for p in net.tail.parameters():
         torch.nn.init.normal_(p, std=0.1)
     net.eval()
-    data = np.random.default_rng(0).random((40, 12, 10)).astype(np.float32) + 0.5
+    data = np.random.default_rng(0).random((41, 12, 10)).astype(np.float32) + 0.5  # odd: padded at the end
     one = dn.predict_noise(net, data, 0.1, torch.device("cpu"))
     # by hand: the same volume flipped along all three axes, its estimate flipped back
     flipped = dn.predict_noise(net, np.ascontiguousarray(data[::-1, ::-1, ::-1]), 0.1, torch.device("cpu"))
     two = dn.predict_noise(net, data, 0.1, torch.device("cpu"), passes=2)
     np.testing.assert_allclose(two, (one + flipped[::-1, ::-1, ::-1]) / 2, atol=1e-5)
     assert np.abs(two - one).max() > 1e-3  # the flipped pass differs: it is not a no-op
-    monkeypatch.setattr(dn, "MAX_PASS_VOXELS", 12 * 10 * 30)
+    monkeypatch.setattr(dn, "MAX_PASS_VOXELS", 12 * 10 * 30)  # slabs of 8 planes: the last one odd
     in_slabs = dn.predict_noise(net, data, 0.1, torch.device("cpu"), passes=2)
     np.testing.assert_allclose(in_slabs, two, atol=1e-5)
 

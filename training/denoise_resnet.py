@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
         export(
             args.export,
             args.output,
-            "python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml#heads",
+            "python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml#long",
             recipe.recalibrate_norms,
         )
     else:

@@ -273,6 +273,10 @@ class DenoiseResnetOptions(DenoiseResnetRecipe):
             raise ParameterError(f"--patch-size {self.patch_size}: must be even (the denoiser halves it)")
         if not self.widths:
             raise ParameterError("--widths: give at least one layer width")
+        if self.precision not in ("fp32", "bf16"):
+            raise ParameterError(f"--precision {self.precision!r}: must be fp32 or bf16")
+        if not 0.0 <= self.smooth_prob <= 1.0:
+            raise ParameterError(f"--smooth-prob {self.smooth_prob}: must be in [0, 1]")
         if not 0 < self.sigma_min <= self.sigma_max:
             raise ParameterError(
                 f"noise range [{self.sigma_min}, {self.sigma_max}]: need 0 < --sigma-min <= --sigma-max"

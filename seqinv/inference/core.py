@@ -343,6 +343,7 @@ def denoise_volume(
     settings = settings or InferenceSettings()
     if sigma is not None and not sigma > 0:
         raise ParameterError(f"--sigma {sigma} must be > 0 (noise std in the input's intensity units)")
+    check_denoise_passes(model, passes)
     timer = Timer()
     net, device, precision = _setup(model, settings)
     if getattr(net.config, "arch", "") == "denoiser":
@@ -375,6 +376,14 @@ def denoise_volume(
         info=RunInfo(str(device), precision, settings.to_dict(), timer.stages_s),
         sigma_method=method,
     )
+
+
+def check_denoise_passes(model: Any, passes: int | None) -> None:
+    """Flipped passes are the residual denoiser's (denoise 2.x); other models run one pass and refuse more
+    rather than ignore them."""
+    if passes not in (None, 1) and getattr(model.config, "arch", "") != "denoiser":
+        name = model.config.name or "this model"
+        raise ParameterError(f"--passes applies to the residual denoiser (denoise 2.x), not to {name}")
 
 
 def _denoise_native(

@@ -151,29 +151,31 @@ def predict_noise(net, data: np.ndarray, sigma: float, device, passes: int = 1) 
     import torch
 
     flips = FLIP_ORDER[: check_passes(passes)]
-
     floor = signal_floor(data, sigma)
     shifted = np.asarray(data, dtype=np.float32) - floor
     scale = intensity_scale(shifted)
     x = torch.from_numpy(np.ascontiguousarray(shifted) / scale)
-    plane = int(np.prod(data.shape[1:]))
+    noise = np.zeros(data.shape, dtype=np.float32)
+    for dims in flips:  # the whole volume flipped, so every pass pairs voxels as one pass over it does
+        flipped = x.flip(dims) if dims else x
+        out = _one_pass(net, flipped, sigma / scale, device)
+        noise += np.flip(out, dims) if dims else out
+    return noise * (scale / len(flips))
+
+
+def _one_pass(net, x, sigma: float, device) -> np.ndarray:
+    """One network pass over the whole (X, Y, Z) tensor, in slabs along the first axis when it is large."""
+    import torch
+
+    shape = tuple(x.shape)
+    plane = int(np.prod(shape[1:]))
     core = max(8, MAX_PASS_VOXELS // max(plane, 1) - 2 * net.halo)
     core += core % 2
-    noise = np.empty(data.shape, dtype=np.float32)
+    noise = np.empty(shape, dtype=np.float32)
     with torch.inference_mode():
-        for src, keep, dst in slabs(data.shape[0], core, net.halo):
+        for src, keep, dst in slabs(shape[0], core, net.halo):
             chunk = x[src][None, None].to(device)
             if device.type == "cpu":
                 chunk = chunk.contiguous(memory_format=torch.channels_last_3d)
-            out = sum(_flipped_pass(net, chunk, sigma / scale, dims) for dims in flips) / len(flips)
-            noise[dst] = out[keep]
-    return noise * scale
-
-
-def _flipped_pass(net, chunk, sigma: float, dims: tuple[int, ...]) -> np.ndarray:
-    """One pass on `chunk` (1, 1, X, Y, Z) flipped along the volume axes `dims`, flipped back."""
-    axes = [2 + d for d in dims]
-    x = chunk.flip(axes) if axes else chunk
-    out = net(x, sigma)
-    out = out.flip(axes) if axes else out
-    return out[0, 0].float().cpu().numpy()
+            noise[dst] = net(chunk, sigma)[0, 0].float().cpu().numpy()[keep]
+    return noise

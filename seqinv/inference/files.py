@@ -34,6 +34,7 @@ from seqinv.inference.batch import (
 from seqinv.inference.core import (
     GRIDS,
     check_brain_model,
+    check_denoise_passes,
     check_tissue_model,
     denoise_volume,
     embed_volume,
@@ -52,14 +53,28 @@ Log = Callable[[str], None]
 # ------------------------------------------------------------------------------------------ one scan
 def write_labels(path: Path, labels, volume: Volume, affine=None) -> None:
     """uint8 labels with the input's header, on its grid (or on `affine`'s)."""
-    write_volume(path, labels, volume.affine if affine is None else affine, volume.header, dtype="uint8")
+    header, affine = _grid_header(volume, affine)
+    write_volume(path, labels, affine, header, dtype="uint8")
 
 
 def write_probabilities(path: Path, probs, volume: Volume, affine=None) -> None:
     """(C, X, Y, Z) class probabilities as a 4D NIfTI on the input's grid (or on `affine`'s)."""
     # NIfTI has no float16: uint8 with scl_slope 1/255 (0.002 precision) keeps files small
-    affine = volume.affine if affine is None else affine
-    write_volume(path, probs.transpose(1, 2, 3, 0), affine, volume.header, "uint8", 1 / 255)
+    header, affine = _grid_header(volume, affine)
+    write_volume(path, probs.transpose(1, 2, 3, 0), affine, header, "uint8", 1 / 255)
+
+
+def _grid_header(volume: Volume, affine):
+    """(header, affine) for an output on the input's grid, or on another one (`affine`): there the input's
+    slice fields (which axis, which slices were acquired) no longer describe the voxels."""
+    import numpy as np
+
+    if affine is None or volume.header is None or np.allclose(affine, volume.affine):
+        return volume.header, volume.affine if affine is None else affine
+    header = volume.header.copy()
+    for field in ("dim_info", "slice_code", "slice_start", "slice_end", "slice_duration"):
+        header[field] = 0
+    return header, affine
 
 
 def write_qc(path: Path, result) -> None:
@@ -411,6 +426,7 @@ def denoise_files(
     paths = _paths(inputs)
     targets = plan_outputs(paths, None if output is None else str(output), "denoised", NIFTI_OUT)
     net, source = _load("denoise", model, log)
+    check_denoise_passes(net, passes)
 
     def process(src: Path, dst: Path) -> dict:
         return denoise_file(src, dst, net, source, settings, sigma, volume, passes)

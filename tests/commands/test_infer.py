@@ -192,6 +192,10 @@ def test_thick_slices_can_be_labelled_on_the_model_1mm_grid(tmp_path, monkeypatc
     thick = np.diag([1.0, 1.0, 4.0, 1.0])
     thick[:3, 3] = [-10.0, 5.0, 20.0]
     scan = _scan(tmp_path / "a_T2w.nii.gz", thick, shape=(28, 30, 8))
+    image = nib.load(scan)
+    image.header.set_dim_info(slice=2)
+    image.header["slice_code"], image.header["slice_end"] = 1, 7  # sequential, 8 slices
+    nib.save(nib.Nifti1Image(image.get_fdata(dtype=np.float32), thick, image.header), scan)
     seg = ("segment", scan, "--model", models / "seg", "--probs")
     code, _, err = run(monkeypatch, capsys, *seg, "--grid", "model", "-o", tmp_path / "m_dseg.nii.gz")
     assert code == 0, err
@@ -202,6 +206,9 @@ def test_thick_slices_can_be_labelled_on_the_model_1mm_grid(tmp_path, monkeypatc
     voxel = np.linalg.inv(out.affine) @ centre
     assert np.all(voxel[:3] >= 0) and np.all(voxel[:3] <= np.array(out.shape) - 1)
     assert out.shape[2] > 8 * 3  # 32 mm of slab on 1 mm voxels, not 8 slices
+    # the input's slices do not describe this grid; the rest of its header stays
+    assert int(out.header["slice_code"]) == 0 and out.header.get_dim_info() == (None, None, None)
+    assert out.header["descrip"].tobytes().startswith(b"test scan")
     probs = nib.load(tmp_path / "m_probseg.nii.gz")
     assert probs.shape == out.shape + (4,)
     np.testing.assert_allclose(probs.affine, out.affine)
@@ -228,3 +235,11 @@ def test_denoise_passes_are_recorded_and_checked(tmp_path, monkeypatch, capsys):
     code, _, err = run(monkeypatch, capsys, *base, "--passes", "3", "-o", tmp_path / "bad")
     assert code == 2 and err.strip().endswith("error: --passes 3 is not one of 1, 2, 4, 8")
     assert not list(tmp_path.glob("bad/*"))
+
+
+def test_passes_are_refused_for_a_model_without_them(tmp_path, monkeypatch, capsys, models):
+    scan = _scan(tmp_path / "a_T2w.nii.gz")
+    args = ("denoise", scan, "--model", models / "den", "--passes", "2", "-o", tmp_path / "out")
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and "error: --passes applies to the residual denoiser (denoise 2.x)" in err
+    assert not list(tmp_path.glob("out/*.nii.gz"))

@@ -39,8 +39,10 @@ def test_a_shallower_denoiser_is_deepened_into_the_same_function(tmp_path):
     trained.eval(), deeper.eval()
     with torch.no_grad():
         torch.testing.assert_close(deeper(x, 0.1), trained(x, 0.1))
-    # the new layers are there to learn: their first convolutions are not zero
-    assert float(deeper.body[3].weight.abs().sum()) > 0
+    # new pairs (body 2-3 and 4-5): the second's batch norm starts at zero, the first conv is He-initialised
+    assert float(deeper.norms[3].weight.abs().sum()) == 0 and float(deeper.norms[5].weight.abs().sum()) == 0
+    assert float(deeper.body[2].weight.abs().sum()) > 0
+    torch.testing.assert_close(deeper.body[6].weight, trained.body[2].weight)  # the old last conv, moved
     with pytest.raises(SystemExit, match="cannot be deepened"):
         initial_weights(ResidualDenoiser(denoiser_config((4,) * 7)), str(tmp_path / "m"))
     with pytest.raises(SystemExit, match="cannot be deepened"):

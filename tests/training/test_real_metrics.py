@@ -341,4 +341,4 @@ def test_resolution_rows_score_the_input_grid_and_the_1mm_grid(tmp_path):
     dice_scans = {r["scan"] for r in rows if r["metric"] == "dice"}
     grids = {"chris_t1@1x1x5mm", "chris_t1@3mm-iso"}
     assert dice_scans == grids | {f"{name}/1mm" for name in grids}
-    assert all(0.0 <= r["value"] <= 100.0 for r in rows if r["metric"] == "dice")
+    assert all(0.0 <= r["value"] <= 1.0 for r in rows if r["metric"] == "dice")  # fractions
