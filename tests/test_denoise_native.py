@@ -76,12 +76,17 @@ def test_new_network_starts_as_the_identity_and_config_is_checked():
         ModelConfig(arch="denoiser", features=(4, 4), task="segment")
 
 
-def test_slabs_give_the_same_noise_as_one_pass(monkeypatch):
+def _tiny_denoiser() -> ResidualDenoiser:
+    """A 3-layer denoiser whose output is not zero (its tail is not the identity's)."""
     torch.manual_seed(0)
     net = ResidualDenoiser(denoiser_config((4, 4, 4)))
     for p in net.tail.parameters():
         torch.nn.init.normal_(p, std=0.1)
-    net.eval()
+    return net.eval()
+
+
+def test_slabs_give_the_same_noise_as_one_pass(monkeypatch):
+    net = _tiny_denoiser()
     data = np.random.default_rng(0).random((40, 12, 10)).astype(np.float32) + 0.5
     whole = dn.predict_noise(net, data, 0.1, torch.device("cpu"))
     monkeypatch.setattr(dn, "MAX_PASS_VOXELS", 12 * 10 * 30)  # 4 slabs of 8 planes with their halo
@@ -90,11 +95,7 @@ def test_slabs_give_the_same_noise_as_one_pass(monkeypatch):
 
 
 def test_flip_passes_average_the_flipped_estimates_also_in_slabs(monkeypatch):
-    torch.manual_seed(0)
-    net = ResidualDenoiser(denoiser_config((4, 4, 4)))
-    for p in net.tail.parameters():
-        torch.nn.init.normal_(p, std=0.1)
-    net.eval()
+    net = _tiny_denoiser()
     data = np.random.default_rng(0).random((41, 12, 10)).astype(np.float32) + 0.5  # odd: padded at the end
     one = dn.predict_noise(net, data, 0.1, torch.device("cpu"))
     # by hand: the same volume flipped along all three axes, its estimate flipped back
