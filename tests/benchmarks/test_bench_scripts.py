@@ -180,3 +180,31 @@ def test_own_scan_scored_against_its_own_prediction_is_perfect(models, tmp_path,
     nib.save(nib.Nifti1Image(labels[:-1], affine), tmp_path / "small.nii.gz")
     with pytest.raises(InputError, match="resample the labels onto the image's grid"):
         icbm.load_user_case(str(tmp_path / "t1.nii.gz"), str(tmp_path / "small.nii.gz"))
+
+
+def test_eval_denoise_heads_reports_the_gain_of_flipped_passes(tmp_path, monkeypatch):
+    from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
+    from training import denoise_resnet
+    from training.denoise_resnet import psnr
+
+    bench = load_script("eval_denoise_heads")
+    torch.manual_seed(0)
+    net = ResidualDenoiser(denoiser_config((4, 4)))
+    for p in net.tail.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    net.save_pretrained(tmp_path / "m", dtype=torch.float32)
+    clean = torch.linspace(0.2, 1.0, 16).expand(16, 16, 16).contiguous()
+    noisy = clean + 0.05 * torch.randn(clean.shape)
+    case = ("T1w/0/gaussian-0.05", noisy, clean, 0.05)
+    monkeypatch.setattr(denoise_resnet, "validation_set", lambda: [case])
+    rows = bench.main(["--model", str(tmp_path / "m"), "--passes", "1,2", "--label-maps", ""])
+    assert [(r["passes"], r["set"]) for r in rows] == [(1, "icbm gaussian-0.05"), (2, "icbm gaussian-0.05")]
+    net.eval()
+    with torch.no_grad():  # by hand: the scan and its copy flipped along all axes, estimates averaged
+        flipped = net(noisy.flip((0, 1, 2))[None, None], 0.05)[0, 0].flip((0, 1, 2))
+        est = (net(noisy[None, None], 0.05)[0, 0] + flipped) / 2
+    expected = psnr(noisy - est, clean) - psnr(noisy, clean)
+    assert rows[1]["gain_db"] == pytest.approx(expected, abs=1e-4)
+    assert rows[0]["gain_db"] != pytest.approx(rows[1]["gain_db"], abs=1e-4)
+    with pytest.raises(ParameterError, match="--passes 3"):
+        bench.main(["--model", str(tmp_path / "m"), "--passes", "3", "--label-maps", ""])
