@@ -18,8 +18,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 
 def head_cases(folder: str, seed: int = 99) -> list:
     """(name, noisy, clean, sigma) on the held-out SynthSeg heads, scaled as at inference."""
@@ -40,29 +38,8 @@ def head_cases(folder: str, seed: int = 99) -> list:
                 noisy = torch.sqrt((clean + n1) ** 2 + (torch.randn(clean.shape, generator=gen) * sigma) ** 2)
             else:
                 noisy = clean + n1
-            cases.append((f"heads/{case.contrast}/{noise}-{sigma}", noisy, clean, sigma))
+            cases.append((f"{case.contrast}/{noise}-{sigma}", noisy, clean, sigma))
     return cases
-
-
-def gains(net, cases, passes: int) -> dict[str, float]:
-    """Mean PSNR gain (dB) per set and noise setting."""
-    import torch
-
-    from seqinv.inference.denoising import FLIP_ORDER
-    from training.denoise_resnet import psnr
-
-    flips = FLIP_ORDER[:passes]
-    out: dict[str, list[float]] = {}
-    with torch.inference_mode():
-        for name, noisy, clean, sigma in cases:
-            noise = 0
-            for dims in flips:
-                x = noisy.flip(dims) if dims else noisy
-                est = net(x[None, None], sigma)[0, 0]
-                noise = noise + (est.flip(dims) if dims else est)
-            key = name.split("/")[0] + " " + name.split("/")[-1]
-            out.setdefault(key, []).append(psnr(noisy - noise / len(flips), clean) - psnr(noisy, clean))
-    return {k: float(np.mean(v)) for k, v in sorted(out.items())}
 
 
 def main(argv=None) -> list[dict]:
@@ -70,7 +47,7 @@ def main(argv=None) -> list[dict]:
 
     from seqinv.inference.denoising import check_passes
     from seqinv.models.factory import load_model
-    from training.denoise_resnet import validation_set
+    from training.denoise_resnet import validate, validation_set
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", default=None, help="denoiser name or folder (repeatable)")
@@ -80,18 +57,21 @@ def main(argv=None) -> list[dict]:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     passes = [check_passes(int(v)) for v in args.passes.split(",")]
-    cases = [("icbm/" + name, noisy, clean, sigma) for name, noisy, clean, sigma in validation_set()]
+    sets = {"icbm": validation_set()}
     if args.label_maps:
-        cases += head_cases(args.label_maps)
+        sets["heads"] = head_cases(args.label_maps)
     rows = []
     for name in args.model or ["denoise"]:
         net = load_model(name)[0].float().eval()
         if getattr(net.config, "arch", "") != "denoiser":
             raise SystemExit(f"error: {name} is not a residual denoiser")
         for n in passes:
-            for key, value in gains(net, cases, n).items():
-                rows.append({"model": name, "passes": n, "set": key, "gain_db": value})
-                print(f"{name}  passes {n}  {key}: {value:+.2f} dB", flush=True)
+            for set_name, cases in sets.items():
+                scores = validate(net, cases, n)
+                for key in [k[: -len("/psnr_db")] for k in scores if k.endswith("/psnr_db")]:
+                    value = scores[f"{key}/psnr_db"] - scores[f"{key}/input_psnr_db"]
+                    rows.append({"model": name, "passes": n, "set": f"{set_name} {key}", "gain_db": value})
+                    print(f"{name}  passes {n}  {set_name} {key}: {value:+.2f} dB", flush=True)
     return rows
 
 

@@ -300,11 +300,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def validate(net, cases) -> dict[str, float]:
+def validate(net, cases, passes: int = 1) -> dict[str, float]:
+    """Mean PSNR (dB) per noise setting of the cases, denoised with `passes` flipped passes."""
+    from seqinv.inference.denoising import flip_average
+
     net.eval()
     gains = {}
     for name, noisy, clean, sigma in cases:
-        out = noisy - net(noisy[None, None], sigma)[0, 0]
+        out = noisy - flip_average(lambda x, s=sigma: net(x[None, None], s)[0, 0], noisy, passes)
         key = name.split("/")[-1]
         gains.setdefault(key, []).append((psnr(out, clean), psnr(noisy, clean)))
     net.train()

@@ -150,17 +150,25 @@ def predict_noise(net, data: np.ndarray, sigma: float, device, passes: int = 1) 
     of flipped copies (`FLIP_ORDER`): the network's errors differ between them, its noise estimate not."""
     import torch
 
-    flips = FLIP_ORDER[: check_passes(passes)]
     floor = signal_floor(data, sigma)
     shifted = np.asarray(data, dtype=np.float32) - floor
     scale = intensity_scale(shifted)
     x = torch.from_numpy(np.ascontiguousarray(shifted) / scale)
-    noise = np.zeros(data.shape, dtype=np.float32)
-    for dims in flips:  # the whole volume flipped, so every pass pairs voxels as one pass over it does
-        flipped = x.flip(dims) if dims else x
-        out = _one_pass(net, flipped, sigma / scale, device)
-        noise += np.flip(out, dims) if dims else out
-    return noise * (scale / len(flips))
+    # the whole volume is flipped before slabbing, so every pass pairs voxels as one pass over it does
+    noise = flip_average(lambda t: torch.from_numpy(_one_pass(net, t, sigma / scale, device)), x, passes)
+    return noise.numpy() * scale
+
+
+def flip_average(run, x, passes: int):
+    """The mean of `run` over the first `passes` flips of `FLIP_ORDER` of the last three axes of the tensor
+    `x`, each output flipped back (`run` maps a tensor to one of the same shape)."""
+    offset = x.ndim - 3
+    total = None
+    for dims in FLIP_ORDER[: check_passes(passes)]:
+        axes = [offset + d for d in dims]
+        out = run(x.flip(axes)).flip(axes) if axes else run(x)
+        total = out if total is None else total + out
+    return total / passes
 
 
 def _one_pass(net, x, sigma: float, device) -> np.ndarray:
