@@ -27,6 +27,9 @@ HELP = {
     "label_maps": "synthseg: folder of training_seg_01..18.nii.gz (default $SEQINV_LABEL_MAPS).",
     "random_contrast": "synthseg: share of samples with random per-tissue intensities instead of physics.",
     "clinical": "synthseg: share of samples acquired with thick slices (1-7 mm, random axis, gaps).",
+    "superficial_wm": "synthseg: share of samples whose white matter darkens towards the cortex (less myelin "
+    "under the cortex, as in real scans; labels stay WM).",
+    "pv_max": "synthseg: largest partial-volume blur in voxels (drawn per sample in [0.3, pv-max]).",
     "preset": "Encoder size: tiny (tests), lite (bundled CPU models), mini (0.9 M), small (3.5 M), "
     "paper (40.6 M).",
     "pooling": "How h is pooled from the last map for NT-Xent: mean (paper) or max (bundled encoders).",

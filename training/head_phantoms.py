@@ -41,6 +41,8 @@ class HeadSampling:
     head_focus: float = 0.7  # share of crops centred on a brain voxel (the rest: anywhere in the head)
     lesion: float = 0.0  # share of crops with a stroke-like lesion in their parenchyma (task arc)
     lesion_central: float = 0.0  # share of those whose lesion lies in the crop's central half
+    superficial_wm: float = 0.0  # share of samples with WM darker under the cortex (anatomy.superficial_wm)
+    pv_range: tuple[float, float] = (0.3, 0.6)  # partial-volume blur, voxels (drawn per sample)
     anatomy: object = None  # seqinv.physics.anatomy.AnatomyAugment (None: its defaults)
     acquisition: object = None  # seqinv.physics.acquisition.AcquisitionPrior (None: from `clinical`)
 
@@ -108,6 +110,7 @@ def render_crop(subject: HeadSubject, gen: torch.Generator, size: int, cfg: Head
         (size,) * 3,
         gen,
         blur_maps=False,
+        pv_range=cfg.pv_range,
         lesion_prob=cfg.lesion,
         lesion_central=cfg.lesion_central,
     )
@@ -118,19 +121,28 @@ def contrast_image(sample, gen: torch.Generator, cfg: HeadSampling, kinds=None) 
     """The crop's signal in [0, 1]: a physics sequence (priors) or, at rate `random_contrast`, random
     intensities per kind; partial-volume blur on the signal, receive field, percentile rescale."""
     from seqinv.physics import simulate
-    from seqinv.physics.anatomy import gaussian_blur, kinds_to_random_image, random_intensities
+    from seqinv.physics.anatomy import (
+        gaussian_blur,
+        kinds_to_random_image,
+        random_intensities,
+        superficial_wm,
+    )
     from seqinv.physics.priors import draw_sequence
 
-    pv = sample.record["pv_sigma_vox"]
     if float(torch.rand((), generator=gen)) < cfg.random_contrast:
         intensity = random_intensities(gen, lesion=sample.lesion is not None)
-        image = kinds_to_random_image(sample.kinds, intensity, gen, pv)
+        image = kinds_to_random_image(sample.kinds, intensity, gen, 0.0)
         record = {"contrast": "random"}
     else:
         sequence = draw_sequence(gen, kinds)
-        image = gaussian_blur(torch.nan_to_num(simulate(sample.maps, sequence).float()), pv)
+        image = torch.nan_to_num(simulate(sample.maps, sequence).float())
         record = {"contrast": "physics", "sequence": sequence.to_dict()}
-    image = image * receive_field(image.shape, gen)
+    field = receive_field(image.shape, gen)
+    # drawn after everything else (only when enabled): runs without it keep their random streams
+    if cfg.superficial_wm > 0 and float(torch.rand((), generator=gen)) < cfg.superficial_wm:
+        image = superficial_wm(image, sample.kinds, gen)
+        record["superficial_wm"] = True
+    image = gaussian_blur(image, sample.record["pv_sigma_vox"]) * field
     return percentile_rescale(image), record
 
 
@@ -266,6 +278,8 @@ def head_sampling(opts) -> HeadSampling:
         clinical=opts.clinical,
         lesion=ARC_LESION_RATE if arc else 0.0,
         lesion_central=ARC_LESION_CENTRAL if arc else 0.0,
+        superficial_wm=getattr(opts, "superficial_wm", 0.0),
+        pv_range=(0.3, getattr(opts, "pv_max", 0.6)),
     )
 
 

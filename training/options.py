@@ -105,9 +105,11 @@ def check_phantom_source(opts) -> None:
         raise ParameterError(
             f"--phantom-source {opts.phantom_source!r} is not one of {', '.join(PHANTOM_SOURCES)}"
         )
-    for name in ("random_contrast", "clinical"):
-        if not 0.0 <= getattr(opts, name) <= 1.0:
+    for name in ("random_contrast", "clinical", "superficial_wm"):
+        if not 0.0 <= getattr(opts, name, 0.0) <= 1.0:
             raise ParameterError(f"--{name.replace('_', '-')} {getattr(opts, name)}: a rate in [0, 1]")
+    if not 0.3 <= getattr(opts, "pv_max", 0.6) <= 3.0:
+        raise ParameterError(f"--pv-max {opts.pv_max}: a blur in voxels in [0.3, 3]")
     if opts.phantom_source == "synthseg" and opts.data_device == "cuda":
         raise ParameterError("--phantom-source synthseg renders on the CPU: use --data-device cpu")
 
@@ -160,6 +162,8 @@ class FinetuneOptions:
     label_maps: str = ""  # folder of SynthSeg label maps (default: $SEQINV_LABEL_MAPS)
     random_contrast: float = 0.3  # synthseg: share of random-contrast samples
     clinical: float = 0.5  # synthseg: share of thick-slice (clinical) acquisitions
+    superficial_wm: float = 0.0  # synthseg: share of samples with darker WM under the cortex
+    pv_max: float = 0.6  # synthseg: largest partial-volume blur (voxels; drawn in [0.3, pv_max])
     label_fraction: float = 100.0
     sequences: str = ""  # comma-separated sequence kinds to simulate (seqinv.physics.priors); "": all
     patch_size: int = 64

@@ -544,6 +544,30 @@ def kinds_to_random_image(kinds, intensity, gen, pv_sigma: float, texture: float
     return gaussian_blur(image, pv_sigma).clamp_(min=0.0)
 
 
+# cortex and the white matter beside it (cerebral and cerebellar)
+_CORTEX_KINDS = ("cortex", "cerebellar_cortex")
+_WM_KINDS = ("wm", "cerebellar_wm")
+
+
+def superficial_wm(
+    image: torch.Tensor, kinds: torch.Tensor, gen: torch.Generator, strength=(0.1, 0.4), depth_mm=(1.0, 3.0)
+) -> torch.Tensor:
+    """Darken superficial white matter: WM just under the cortex holds less myelin than deep WM, so its
+    signal lies between cortex and deep WM (the GM/WM contrast of real T1w scans grows over the first
+    2-3 mm into WM). WM voxels move towards the mean cortex signal of the crop by strength · exp(−(d − 1)/λ),
+    d their distance in voxels (1 mm) to the cortex; strength and λ drawn per sample. Labels stay WM."""
+    from scipy.ndimage import distance_transform_edt
+
+    s, scale = _uniform(gen, *strength), _uniform(gen, *depth_mm)
+    cortex = torch.isin(kinds, torch.tensor([KIND[k] for k in _CORTEX_KINDS], dtype=kinds.dtype))
+    wm = torch.isin(kinds, torch.tensor([KIND[k] for k in _WM_KINDS], dtype=kinds.dtype))
+    if not bool(cortex.any()) or not bool(wm.any()):
+        return image
+    depth = torch.from_numpy(distance_transform_edt(~cortex.numpy())).float()
+    weight = (s * torch.exp(-(depth - 1.0).clamp(min=0.0) / scale)) * wm
+    return image + weight * (image[cortex].mean() - image)
+
+
 @dataclass
 class HeadSample:
     """A rendered virtual subject (or part of one): kinds, classes, qMRI maps and the record of its draws."""

@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage as ndi
 
 from seqinv.physics import make_sequence, simulate
 from seqinv.physics.anatomy import (
@@ -167,6 +168,40 @@ def test_patch_samples_keep_binary_1mm_labels_and_replay(anatomy):
     assert a["image"].dtype == torch.float32 and torch.isfinite(a["image"]).all()
 
 
+def test_superficial_wm_moves_wm_beside_the_cortex_towards_it():
+    from seqinv.physics.anatomy import superficial_wm
+
+    kinds = torch.full((12, 4, 4), KIND["wm"], dtype=torch.uint8)
+    kinds[:2] = KIND["cortex"]  # WM at x = 2 is 1 voxel from the cortex, x = 11 is 10
+    image = torch.where(kinds == KIND["cortex"], 0.4, 1.0)
+    out = superficial_wm(image, kinds, torch.Generator().manual_seed(0), strength=(0.3, 0.3), depth_mm=(2, 2))
+    assert torch.equal(out[:2], image[:2])  # the cortex keeps its signal
+    assert out[2].mean().item() == pytest.approx(1.0 - 0.3 * 0.6)  # full strength next to the cortex
+    assert out[4].mean().item() == pytest.approx(1.0 - 0.3 * 0.6 * np.exp(-1.0), rel=1e-5)  # d = 3, λ = 2
+    assert out[11].mean().item() > 0.99  # deep WM barely moves
+    no_cortex = torch.full((6, 4, 4), KIND["wm"], dtype=torch.uint8)
+    assert torch.equal(superficial_wm(torch.ones(6, 4, 4), no_cortex, torch.Generator()), torch.ones(6, 4, 4))
+
+
+def test_superficial_wm_rate_changes_the_white_matter_beside_the_cortex(anatomy):
+    from training.head_phantoms import HeadSampling, contrast_image, render_crop
+
+    subject = _subject(anatomy)
+    base = dict(random_contrast=0.0, clinical=0.0, pv_range=(0.0, 0.0))  # no blur: changes stay in place
+    images = []
+    for rate, flagged in ((0.0, None), (1.0, True)):
+        cfg = HeadSampling(**base, superficial_wm=rate)
+        sample = render_crop(subject, torch.Generator().manual_seed(3), 32, cfg)["sample"]
+        image, record = contrast_image(sample, torch.Generator().manual_seed(4), cfg)
+        assert record.get("superficial_wm") is flagged
+        images.append(image)
+    change = (images[1] - images[0]).abs()  # same sequence and receive field: drawn before the new draws
+    wm, cortex = sample.kinds == KIND["wm"], sample.kinds == KIND["cortex"]
+    depth = torch.from_numpy(ndi.distance_transform_edt(~cortex.numpy())).float()
+    near, deep = change[wm & (depth <= 1.5)].mean(), change[wm & (depth >= 6)].mean()
+    assert near > 3 * change[cortex].mean() and near > 3 * deep
+
+
 def test_lesions_replace_parenchyma_only_and_leave_other_draws_alone(anatomy):
     from seqinv.physics.anatomy import CLASS_OF_KIND, add_lesion, draw_values
 
@@ -265,6 +300,10 @@ def test_options_choose_and_check_the_phantom_source():
     with pytest.raises(ParameterError, match="--random-contrast 1.5"):
         PretrainOptions(output="o", phantom=True, phantom_source="synthseg", random_contrast=1.5).validate()
     FinetuneOptions(**base, phantom_source="synthseg").validate()
+    with pytest.raises(ParameterError, match="--superficial-wm 2"):
+        FinetuneOptions(**base, phantom_source="synthseg", superficial_wm=2.0).validate()
+    with pytest.raises(ParameterError, match="--pv-max 0.1"):
+        FinetuneOptions(**base, phantom_source="synthseg", pv_max=0.1).validate()
 
 
 @pytest.fixture(scope="module")
