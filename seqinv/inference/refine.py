@@ -19,6 +19,10 @@ ITERATIONS = 8
 # Gaussians per class (a mixture, as SPM's): on the held-out phantom heads 2 beat 1 on every protocol
 # (PDw 72.1 -> 81.0 %, T2w 87.2 -> 89.7 %), and 3 added at most 0.3 points
 COMPONENTS = 2
+# the network's log prior is scaled by this before the E-step: the scan's intensities weigh a little more.
+# Chosen on development phantoms (training label maps 3 and 9, new seeds; never the held-out maps or real
+# scans): 0.7 vs 1.0 mean Dice T1w 89 / 89, T2w 91 / 90, PDw 79 / 78, FLAIR 78 / 77, T2w 5 mm 74 / 74 %
+PRIOR_WEIGHT = 0.7
 BIAS_DEGREE = 3  # the bias field is a cubic polynomial of position: smooth on the brain's scale, as in N3/SPM
 
 
@@ -32,11 +36,13 @@ class Refinement:
     bias_range: tuple[float, float]  # 1st and 99th percentile of the bias field inside the brain
     iterations: int
     components: int = COMPONENTS
+    prior_weight: float = PRIOR_WEIGHT
 
     def to_dict(self) -> dict:
         return {
             "method": "em-gaussian-mixture-per-class",
             "components_per_class": self.components,
+            "prior_weight": self.prior_weight,
             "iterations": self.iterations,
             "means": [round(m, 4) for m in self.means],
             "stds": [round(s, 4) for s in self.stds],
@@ -50,12 +56,14 @@ def refine_probabilities(
     iterations: int = ITERATIONS,
     bias: bool = True,
     components: int = COMPONENTS,
+    prior_weight: float = PRIOR_WEIGHT,
 ) -> Refinement | None:
     """Refine tissue probabilities `probs` (C, X, Y, Z; class 0 background) in place, given `image`.
 
     Only voxels the network labels as tissue change, and they stay tissue. `image` is on the same grid as
     `probs`; its lowest value is taken as zero signal (the multiplicative bias field needs one).
-    `bias=False` fits no bias field; `components` Gaussians model each class. Returns None (nothing
+    `bias=False` fits no bias field; `components` Gaussians model each class; `prior_weight` scales the
+    network's log prior (1: as it is). Returns None (nothing
     changed) when there is too little tissue.
     """
     brain = probs.argmax(axis=0) > 0
@@ -64,9 +72,10 @@ def refine_probabilities(
     image = np.asarray(image, dtype=np.float32)
     y = image[brain] - image.min() + np.float32(1e-3)
     tissue = probs[1:, brain].astype(np.float32)  # (K, N): class-major, so sums over classes are fast
-    log_prior = np.log(tissue / np.maximum(tissue.sum(axis=0), 1e-12) + 1e-12)
+    log_prior = np.log(tissue / np.maximum(tissue.sum(axis=0), 1e-12) + 1e-12) * np.float32(prior_weight)
     floor = float(0.01 * (np.percentile(y, 99) - np.percentile(y, 1))) ** 2 + 1e-12
     q, field = np.exp(log_prior), None
+    q /= q.sum(axis=0)
     coords = np.nonzero(brain) if bias else None
     mix = None
     for it in range(iterations):
@@ -85,6 +94,7 @@ def refine_probabilities(
         bias_range=spread,
         iterations=iterations,
         components=components,
+        prior_weight=prior_weight,
     )
 
 

@@ -208,3 +208,22 @@ def test_eval_denoise_heads_reports_the_gain_of_flipped_passes(tmp_path, monkeyp
     assert rows[0]["gain_db"] != pytest.approx(rows[1]["gain_db"], abs=1e-4)
     with pytest.raises(ParameterError, match="--passes 3"):
         bench.main(["--model", str(tmp_path / "m"), "--passes", "3", "--label-maps", ""])
+
+
+def test_dev_refine_prior_scores_each_weight_on_the_development_heads(models, monkeypatch, capsys):
+    from seqinv.io import Volume
+
+    bench = load_script("dev_refine_prior")
+    grid = np.indices((40, 40, 40)) - 19.5
+    r = np.sqrt((grid**2).sum(axis=0))
+    truth = torch.from_numpy(np.select([r < 8, r < 12, r < 15], [3, 2, 1], 0).astype(np.uint8))
+    image = np.asarray([0.0, 0.2, 0.6, 1.0], dtype=np.float32)[truth.numpy()]
+    one_hot = np.stack([(truth.numpy() == c).astype(np.float32) for c in range(4)])
+    assert bench.mean_dice(one_hot, truth) == pytest.approx(1.0)
+    case = (3, "T1w", Volume(image, np.eye(4)), truth)
+    monkeypatch.setattr(bench, "dev_cases", lambda: iter([case]))
+    bench.main(["--model", str(models / "ixi"), "--weights", "1.0,0.7"])
+    out = capsys.readouterr().out
+    assert "map 03 T1w" in out and "prior 0.7" in out and "prior 1 " in out
+    summary = out.split("mean Dice % over the development maps")[1].split()
+    assert summary.count("T1w") == 3  # network, prior 1 and prior 0.7

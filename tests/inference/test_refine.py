@@ -99,3 +99,16 @@ def test_too_little_tissue_changes_nothing():
     before = probs.copy()
     assert refine_probabilities(np.ones(SHAPE, dtype=np.float32), probs) is None
     np.testing.assert_array_equal(probs, before)
+
+
+def test_a_lighter_prior_lets_the_intensities_move_a_confident_wrong_boundary():
+    truth = shells(10, 14, 17)
+    prior = blurred_one_hot(shells(8, 15.5, 17), sigma=0.7)  # sharp and wrong: the cortex too thick
+    image = scan(truth, (0.0, 20.0, 60.0, 100.0), noise=12.0, bias=0.0)
+    scores = {}
+    for weight in (1.0, 0.4):
+        probs = prior.copy()
+        fit = refine_probabilities(image, probs, prior_weight=weight)
+        assert fit.to_dict()["prior_weight"] == weight
+        scores[weight] = [dice(probs.argmax(axis=0), truth, c) for c in (2, 3)]
+    assert all(light > full + 0.05 for light, full in zip(scores[0.4], scores[1.0], strict=True))
