@@ -63,8 +63,7 @@ def refine_probabilities(
     Only voxels the network labels as tissue change, and they stay tissue. `image` is on the same grid as
     `probs`; its lowest value is taken as zero signal (the multiplicative bias field needs one).
     `bias=False` fits no bias field; `components` Gaussians model each class; `prior_weight` scales the
-    network's log prior (1: as it is). Returns None (nothing
-    changed) when there is too little tissue.
+    network's log prior (1: as it is). Returns None (nothing changed) when there is too little tissue.
     """
     brain = probs.argmax(axis=0) > 0
     if brain.sum() < 1000 or probs.shape[0] < 3:
