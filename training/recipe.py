@@ -72,6 +72,14 @@ def read_recipe(path: str | Path) -> dict:
         raise _error(path, f"not valid TOML: {err}") from err
     if not data.get("stage"):
         raise _error(path, "has no [[stage]] tables")
+    if "nonlocal_stage" in data:
+        from seqinv.errors import ParameterError
+        from seqinv.inference.nonlocal_stage import NonlocalStage
+
+        try:
+            NonlocalStage.from_config(dict(data["nonlocal_stage"]))
+        except (ParameterError, TypeError, ValueError) as err:
+            raise _error(path, f"nonlocal_stage: {err}") from err
     return data
 
 
@@ -124,13 +132,19 @@ def _stage(path: Path, raw: dict, output: Path, outputs: dict[str, str]) -> Stag
 
 
 def lineage(path: str | Path, stages: list[Stage], upto: int) -> dict:
+    """What a stage's run records of its recipe. The recipe's `nonlocal_stage` (a denoiser's second stage,
+    `seqinv.inference.nonlocal_stage`) belongs to its published model: only the last stage records it,
+    and the export writes it into the model's config."""
     data = read_recipe(path)
-    return {
+    record = {
         "recipe": Path(path).name,
         "model": data.get("model", ""),
         "version": str(data.get("version", "")),
         "stages": [{"name": s.name, "command": s.command_line} for s in stages[: upto + 1]],
     }
+    if "nonlocal_stage" in data and upto == len(data.get("stage", [])) - 1:
+        record["nonlocal_stage"] = dict(data["nonlocal_stage"])
+    return record
 
 
 def _done(stage: Stage) -> bool:

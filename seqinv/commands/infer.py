@@ -186,6 +186,12 @@ def denoise(
     sw_batch_size: int = _SW_BATCH,
     tta: bool = typer.Option(False, "--tta", help="Average over all 8 flips (--passes 8): slower."),
     fast: bool = typer.Option(False, "--fast", help="One pass, no flips (--passes 1)."),
+    nonlocal_stage: bool = typer.Option(
+        None,
+        "--nonlocal/--no-nonlocal",
+        help="Second stage: non-local averaging guided by the network's estimate (default: as the model "
+        "defines; --no-nonlocal gives the network alone).",
+    ),
     threads: int = _THREADS,
     skip_existing: bool = _SKIP,
     example: bool = _EXAMPLE,
@@ -210,6 +216,7 @@ def denoise(
         log=_log,
         volume=volume_index,
         passes=passes,
+        nonlocal_stage=nonlocal_stage,
     )
     _finish(summary, len(paths))
 

@@ -79,6 +79,7 @@ class DenoiseResult:
     record: PreprocessRecord | None  # None: denoised on the input's own grid (no preprocessing)
     info: RunInfo
     sigma_method: str = ""  # how an estimated sigma was found (seqinv.inference.denoising.estimate_noise)
+    nonlocal_stage: dict | None = None  # the second stage's parameters (None: the network alone)
 
 
 @dataclass
@@ -333,21 +334,26 @@ def denoise_volume(
     settings: InferenceSettings | None = None,
     sigma: float | None = None,
     passes: int | None = None,
+    nonlocal_stage: bool | None = None,
 ) -> DenoiseResult:
     """Denoised image on the input's grid and intensity scale: input − predicted noise.
 
     The model predicts noise at the std it was trained on; the scan is scaled so that its noise (`sigma`
     in input units, estimated when None) matches that level, then scaled back. `passes` (residual
     denoiser only): flipped copies averaged, 1, 2, 4 or 8 (default 2; `settings.tta` 8).
+    `nonlocal_stage` (residual denoiser only): None runs the second stage the model's config defines
+    (`seqinv.inference.nonlocal_stage`), False the network alone, True the stage even where the config
+    defines none (default parameters).
     """
     settings = settings or InferenceSettings()
     if sigma is not None and not sigma > 0:
         raise ParameterError(f"--sigma {sigma} must be > 0 (noise std in the input's intensity units)")
     check_denoise_passes(model, passes)
+    stage = denoise_stage(model, nonlocal_stage)
     timer = Timer()
     net, device, precision = _setup(model, settings)
     if getattr(net.config, "arch", "") == "denoiser":
-        return _denoise_native(volume, net, sigma, settings, device, timer, passes)
+        return _denoise_native(volume, net, sigma, settings, device, timer, passes, stage)
     with timer.stage("preprocess"):
         sigma, source, method = _noise_level(volume.data, sigma)
         image, record = Preprocessor(net.config).apply(volume)
@@ -386,8 +392,25 @@ def check_denoise_passes(model: Any, passes: int | None) -> None:
         raise ParameterError(f"--passes applies to the residual denoiser (denoise 2.x), not to {name}")
 
 
+def denoise_stage(model: Any, requested: bool | None) -> Any:
+    """The `NonlocalStage` a denoising run uses (None: the network alone); `requested` as
+    `denoise_volume`'s `nonlocal_stage`."""
+    from seqinv.inference.nonlocal_stage import NonlocalStage
+
+    config = model.config
+    if getattr(config, "arch", "") != "denoiser":
+        if requested:
+            name = config.name or "this model"
+            raise ParameterError(f"--nonlocal applies to the residual denoiser (denoise 2.x), not to {name}")
+        return None
+    if requested is False:
+        return None
+    stage = NonlocalStage.from_config(getattr(config, "nonlocal_stage", None))
+    return stage or (NonlocalStage() if requested else None)
+
+
 def _denoise_native(
-    volume: Volume, net: Any, sigma, settings, device, timer: Timer, passes: int | None
+    volume: Volume, net: Any, sigma, settings, device, timer: Timer, passes: int | None, stage: Any = None
 ) -> DenoiseResult:
     """The residual denoiser on the stored voxel array: no resampling, any spacing or orientation."""
     from seqinv.inference.denoising import DEFAULT_PASSES, TTA_PASSES, check_passes, predict_noise
@@ -401,8 +424,13 @@ def _denoise_native(
         noise = predict_noise(net, volume.data, sigma, device, passes)
     with timer.stage("postprocess"):
         denoised = np.asarray(volume.data, dtype=np.float32) - noise
-        if volume.data.min() >= 0:  # magnitude images stay non-negative
-            np.maximum(denoised, 0, out=denoised)
+    if stage is not None:
+        from seqinv.inference.nonlocal_stage import apply_stage
+
+        with timer.stage("nonlocal"):
+            denoised = apply_stage(volume.data, denoised, sigma, stage)
+    if volume.data.min() >= 0:  # magnitude images stay non-negative
+        np.maximum(denoised, 0, out=denoised)
     return DenoiseResult(
         image=denoised,
         sigma=sigma,
@@ -412,6 +440,7 @@ def _denoise_native(
         # passes (in slabs) over the stored grid: no sliding-window overlap to record
         info=RunInfo(str(device), "fp32", _native_settings(settings, passes), timer.stages_s),
         sigma_method=method,
+        nonlocal_stage=None if stage is None else stage.to_dict(),
     )
 
 

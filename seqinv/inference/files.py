@@ -36,6 +36,7 @@ from seqinv.inference.core import (
     check_brain_model,
     check_denoise_passes,
     check_tissue_model,
+    denoise_stage,
     denoise_volume,
     embed_volume,
     load_task_model,
@@ -177,11 +178,12 @@ def denoise_file(
     sigma: float | None = None,
     volume: int | None = None,
     passes: int | None = None,
+    nonlocal_stage: bool | None = None,
 ) -> dict:
     """Denoise `src` into `dst` (input grid, header and intensity scale) with its sidecar."""
     src, dst = Path(src), Path(dst)
     image, read_s = _timed_read(src, volume)
-    result = denoise_volume(image, net, settings, sigma=sigma, passes=passes)
+    result = denoise_volume(image, net, settings, sigma=sigma, passes=passes, nonlocal_stage=nonlocal_stage)
     start = time.perf_counter()
     write_volume(dst, result.image, image.affine, image.header, dtype="float32")
     _total(result.info, read_s, start)
@@ -196,6 +198,7 @@ def denoise_file(
             "noise_sigma": result.sigma,
             "noise_sigma_source": result.sigma_source,
             "noise_sigma_method": result.sigma_method,
+            "nonlocal_stage": result.nonlocal_stage,  # None: the network's estimate alone
             "input_gain": result.gain,
             "outputs": {"denoised": str(dst)},
             "preprocessing": record_meta(result.record)
@@ -413,9 +416,11 @@ def denoise_files(
     log: Log | None = None,
     volume: int | None = None,
     passes: int | None = None,
+    nonlocal_stage: bool | None = None,
 ) -> BatchSummary:
     """Denoise scans as `seqinv denoise` does (`sigma`: noise std in input units, estimated when None;
-    `passes`: flipped copies averaged by the residual denoiser, default 2, 8 with `tta`)."""
+    `passes`: flipped copies averaged by the residual denoiser, default 2, 8 with `tta`;
+    `nonlocal_stage`: the second stage, None as the model's config says, False off, True on)."""
     from seqinv.inference.denoising import check_passes
 
     settings = _settings(settings)
@@ -427,9 +432,12 @@ def denoise_files(
     targets = plan_outputs(paths, None if output is None else str(output), "denoised", NIFTI_OUT)
     net, source = _load("denoise", model, log)
     check_denoise_passes(net, passes)
+    denoise_stage(
+        net, nonlocal_stage
+    )  # refuse --nonlocal for a model without flipped passes, before any file
 
     def process(src: Path, dst: Path) -> dict:
-        return denoise_file(src, dst, net, source, settings, sigma, volume, passes)
+        return denoise_file(src, dst, net, source, settings, sigma, volume, passes, nonlocal_stage)
 
     return run_cases(paths, targets, process, _exists(skip_existing, volume), "denoise", progress)
 

@@ -161,6 +161,17 @@ CATALOGUE: list[PublishedModel] = [
         "denoising on the input's own grid: 2.1 trained 17000 steps more, two flipped passes by default",
         True,
     ),
+    PublishedModel(
+        "denoise",
+        "2.3",
+        "task",
+        "denoise",
+        f"{HUB_ORG}/seqinv-lite-denoise",
+        "v2.3",
+        "db253d7bbbc1ed04fe5fca333413bba514b44d3391970f155ad568bfe4b7b4bc",
+        "denoising on the input's own grid: 2.2's network, then non-local averaging guided by its estimate",
+        True,
+    ),
 ]
 
 

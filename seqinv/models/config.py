@@ -65,6 +65,8 @@ class ModelConfig:
     seqinv_version: str = __version__
     name: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+    # the residual denoiser's second stage (seqinv.inference.nonlocal_stage): search, h, weight; None: none
+    nonlocal_stage: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.features = tuple(int(f) for f in self.features)
@@ -105,6 +107,8 @@ class ModelConfig:
                 "decoder_features, in_channels and out_channels must be >= 1, got "
                 f"{self.decoder_features}, {self.in_channels}, {self.out_channels}"
             )
+        if self.nonlocal_stage is not None and self.arch != "denoiser":
+            raise ParameterError("nonlocal_stage is a residual denoiser's (arch 'denoiser') second stage")
         if self.pooling not in POOLINGS:
             raise ParameterError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
         if not 0.0 <= self.dropout < 1.0:
@@ -117,8 +121,11 @@ class ModelConfig:
 
     def _validate_denoiser(self) -> None:
         # a ResidualDenoiser: `features` are the widths of its hidden convolutions (at least two)
+        from seqinv.inference.nonlocal_stage import NonlocalStage
+
         if self.task != "denoise":
             raise ParameterError(f"a denoiser model has task 'denoise', not {self.task!r}")
+        NonlocalStage.from_config(self.nonlocal_stage)
         if len(self.features) < 2 or min(self.features) < 1:
             raise ParameterError(f"a denoiser needs at least 2 positive hidden widths, got {self.features}")
 

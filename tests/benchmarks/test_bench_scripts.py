@@ -227,3 +227,39 @@ def test_dev_refine_prior_scores_each_weight_on_the_development_heads(models, mo
     assert "map 03 T1w" in out and "prior 0.7" in out and "prior 1 " in out
     summary = out.split("mean Dice % over the development maps")[1].split()
     assert summary.count("T1w") == 3  # network, prior 1 and prior 0.7
+
+
+def test_tune_nonlocal_stage_scores_each_pair_on_the_held_out_cases(tmp_path, monkeypatch, capsys):
+    from seqinv.inference.nonlocal_stage import NonlocalStage, apply_stage
+    from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
+    from training import denoise_resnet
+    from training.denoise_resnet import psnr
+
+    bench = load_script("tune_nonlocal_stage")
+    torch.manual_seed(0)
+    net = ResidualDenoiser(denoiser_config((4, 4)))
+    net.save_pretrained(tmp_path / "m", dtype=torch.float32)  # a new network predicts no noise
+    clean = torch.linspace(0.2, 1.0, 16).expand(16, 16, 16).contiguous()
+    noisy = clean + 0.05 * torch.randn(clean.shape)
+    monkeypatch.setattr(
+        denoise_resnet, "validation_set", lambda: [("T1w/0/gaussian-0.05", noisy, clean, 0.05)]
+    )
+    args = [
+        "--model",
+        str(tmp_path / "m"),
+        "--h",
+        "0.8,2",
+        "--weight",
+        "1",
+        "--passes",
+        "1",
+        "--label-maps",
+        "",
+    ]
+    out = bench.main(args)
+    assert out["network_db"] == pytest.approx(0.0, abs=1e-6)  # the estimate is the noisy input itself
+    by_hand = apply_stage(noisy.numpy(), noisy.numpy(), 0.05, NonlocalStage(2, 2.0, 1.0))
+    expected = psnr(torch.from_numpy(by_hand), clean) - psnr(noisy, clean)
+    assert out["stage_db"][(2.0, 1.0)] == pytest.approx(expected, abs=1e-4) and expected > 1.0
+    assert out["best"] == {"search": 2, "h": 2.0, "weight": 1.0}  # the wider kernel on a smooth ramp
+    assert "best: h 2.0 weight 1.0" in capsys.readouterr().out

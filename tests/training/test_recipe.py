@@ -140,7 +140,8 @@ def test_replay_trains_and_exports_a_denoise_resnet_stage(tmp_path, monkeypatch)
     case = ("blob/0/gaussian-0.05", clean + 0.05 * torch.randn(clean.shape), clean, 0.05)
     monkeypatch.setattr(denoise_resnet, "validation_set", lambda: [case])
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "dn.toml").write_text(TINY_DENOISE)
+    stage = "nonlocal_stage = { search = 1, h = 0.9, weight = 0.5 }\n"
+    (tmp_path / "dn.toml").write_text(TINY_DENOISE.replace('version = "0.1"\n', 'version = "0.1"\n' + stage))
     dry = _invoke("train", "replay", "dn.toml", "--runs", "runs", "--dry-run").splitlines()
     assert dry == [
         "python -m training.denoise_resnet --output runs/dn --phantoms 1 --contrasts-per-phantom 1 "
@@ -159,6 +160,8 @@ def test_replay_trains_and_exports_a_denoise_resnet_stage(tmp_path, monkeypatch)
     lineage = json.loads((folder / "lineage.json").read_text())
     assert training["lineage"] == lineage and lineage["recipe"] == "dn.toml" and lineage["version"] == "0.1"
     assert [s["command"] for s in lineage["stages"]] == dry == [training["command"]]
+    # the recipe's second stage reaches the last stage's model (what `seqinv denoise` runs by default)
+    assert lineage["nonlocal_stage"] == model.config.nonlocal_stage == {"search": 1, "h": 0.9, "weight": 0.5}
     assert training["steps"] in (1, 2) and training["recipe"]["widths"] == [4, 4]
     again = _invoke("train", "replay", "dn.toml", "--runs", "runs").splitlines()
     assert again == ["# done: " + dry[0]]  # the exported folder counts as finished
@@ -171,6 +174,9 @@ def test_a_denoise_resnet_stage_refuses_unknown_options(tmp_path):
     (tmp_path / "bad.toml").write_text(TINY_DENOISE.replace("widths", "width"))
     with pytest.raises(InputError, match=r"recipe .*bad.toml: stage 'dn': unknown options \['width'\]"):
         plan(tmp_path / "bad.toml", tmp_path / "runs")
+    (tmp_path / "stage.toml").write_text(TINY_DENOISE + "[nonlocal_stage]\nweight = 2.0\n")
+    with pytest.raises(InputError, match=r"stage.toml: nonlocal_stage: .*weight must be in"):
+        plan(tmp_path / "stage.toml", tmp_path / "runs")
 
 
 def test_the_denoise_resnet_script_reads_flat_and_stage_recipes_alike(tmp_path):

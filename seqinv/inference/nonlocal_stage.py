@@ -1,0 +1,133 @@
+"""The residual denoiser's second stage: non-local averaging of the noisy scan, guided by the network's
+estimate.
+
+Each voxel becomes a weighted mean of the noisy voxels in its search cube (radius `search`), weighted by
+how alike their 3×3×3 neighbourhoods are in the network's output: exp(−mean squared difference / (h σ)²).
+The weights come from the denoised image, so they are nearly free of noise and pick out truly similar
+voxels; averaging the *noisy* values then removes noise the network left, as BM3D's second (Wiener) stage
+does with its first estimate. The result is blended with the network's output (`weight` of it the
+averaged image). Magnitude images (no negative values) average the squared values and take off the Rician
+bias 2σ² (E[M²] = ν² + 2σ²); others average the values themselves.
+
+Runs on the stored grid in slabs (a halo of `search` + 1 voxels), so memory stays a few slab-sized arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from seqinv.errors import ParameterError
+
+#: Patch radius of the similarity (3×3×3 neighbourhoods).
+PATCH_RADIUS = 1
+#: Slices of axis 0 per slab (plus the halo): keeps the working arrays near cache size.
+SLAB = 24
+
+
+@dataclass(frozen=True)
+class NonlocalStage:
+    """Parameters of the second stage, as a model's config records them (`nonlocal_stage`)."""
+
+    search: int = 2  # search cube radius in voxels
+    h: float = 0.8  # similarity width, in units of the noise std
+    weight: float = 0.6  # share of the averaged image in the output (the rest: the network's)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.search, int) and 1 <= self.search <= 4):
+            raise ParameterError(f"nonlocal_stage search must be an integer 1-4, got {self.search!r}")
+        if not self.h > 0:
+            raise ParameterError(f"nonlocal_stage h must be > 0, got {self.h!r}")
+        if not 0.0 < self.weight <= 1.0:
+            raise ParameterError(f"nonlocal_stage weight must be in (0, 1], got {self.weight!r}")
+
+    @classmethod
+    def from_config(cls, value: dict[str, Any] | None) -> NonlocalStage | None:
+        if value is None:
+            return None
+        unknown = sorted(set(value) - {"search", "h", "weight"})
+        if unknown:
+            raise ParameterError(f"nonlocal_stage: unknown fields {unknown}; expected search, h, weight")
+        return cls(**value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pair_offsets(radius: int) -> list[tuple[int, int, int]]:
+    """One offset of each ± pair in the search cube (the centre left out): a pair's weight serves both
+    voxels, so half the offsets cover the cube."""
+    span = range(-radius, radius + 1)
+    return [(x, y, z) for x in span for y in span for z in span if (x, y, z) > (0, 0, 0)]
+
+
+def _box_sum(x: Any) -> Any:
+    """3×3×3 sums over the valid region (each axis shrinks by 2)."""
+    x = x[:-2] + x[1:-1] + x[2:]
+    x = x[:, :-2] + x[:, 1:-1] + x[:, 2:]
+    return x[:, :, :-2] + x[:, :, 1:-1] + x[:, :, 2:]
+
+
+def _shifted(a: Any, start: tuple[int, int, int], shape: tuple[int, ...]) -> Any:
+    return a[start[0] : start[0] + shape[0], start[1] : start[1] + shape[1], start[2] : start[2] + shape[2]]
+
+
+def _average_padded(values: Any, pilot: Any, radius: int, scale: float) -> Any:
+    """Weighted means over the interior of arrays padded by `radius` + 1 on every side."""
+    import torch
+
+    pad = radius + PATCH_RADIUS
+    inner = tuple(n - 2 * pad for n in values.shape)
+    grown = tuple(n + 2 * radius for n in inner)  # voxels that can pair with an interior one
+    num = torch.zeros(grown)
+    den = torch.zeros(grown)
+    core = tuple(slice(radius, radius + n) for n in inner)
+    num[core] += _shifted(values, (pad,) * 3, inner)
+    den[core] += 1.0
+    for d in pair_offsets(radius):
+        lo = tuple(max(0, -k) for k in d)  # the pair (j, j + d), j over `grown` shifted by lo
+        size = tuple(n - abs(k) for n, k in zip(values.shape, d, strict=True))
+        far = tuple(a + k for a, k in zip(lo, d, strict=True))
+        diff = (_shifted(pilot, lo, size) - _shifted(pilot, far, size)).square_()
+        w = _box_sum(diff).mul_(scale).exp_()
+        near_at = tuple(slice(a, a + n) for a, n in zip(lo, w.shape, strict=True))
+        far_at = tuple(slice(a, a + n) for a, n in zip(far, w.shape, strict=True))
+        num[near_at] += w * _shifted(values, tuple(a + PATCH_RADIUS for a in far), w.shape)
+        den[near_at] += w
+        num[far_at] += w * _shifted(values, tuple(a + PATCH_RADIUS for a in lo), w.shape)
+        den[far_at] += w
+    return num[core] / den[core]
+
+
+def guided_average(values: np.ndarray, pilot: np.ndarray, sigma: float, search: int, h: float) -> np.ndarray:
+    """`values` averaged over voxels whose 3×3×3 neighbourhoods in `pilot` look alike (module doc)."""
+    import torch
+
+    pad = search + PATCH_RADIUS
+    scale = -1.0 / (27.0 * (h * sigma) ** 2)
+    v = np.pad(np.asarray(values, dtype=np.float32), pad, mode="edge")
+    p = np.pad(np.asarray(pilot, dtype=np.float32), pad, mode="edge")
+    out = np.empty(np.shape(values), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, out.shape[0], SLAB):
+            stop = min(start + SLAB, out.shape[0])
+            part = slice(start, stop + 2 * pad)
+            block = _average_padded(torch.from_numpy(v[part]), torch.from_numpy(p[part]), search, scale)
+            out[start:stop] = block.numpy()
+    return out
+
+
+def apply_stage(noisy: np.ndarray, estimate: np.ndarray, sigma: float, stage: NonlocalStage) -> np.ndarray:
+    """The stage's output from the noisy scan and the network's `estimate` (same grid, input units)."""
+    if not sigma > 0:
+        raise ParameterError(f"the noise std must be > 0 for the non-local stage, got {sigma}")
+    noisy = np.asarray(noisy, dtype=np.float32)
+    if float(noisy.min()) >= 0:  # magnitude image: Rician noise, average M² and remove its bias
+        second = guided_average(noisy**2, estimate, sigma, stage.search, stage.h)
+        averaged = np.sqrt(np.maximum(second - 2.0 * sigma**2, 0.0))
+    else:
+        averaged = guided_average(noisy, estimate, sigma, stage.search, stage.h)
+    w = stage.weight
+    return (w * averaged + (1.0 - w) * np.asarray(estimate, dtype=np.float32)).astype(np.float32)
