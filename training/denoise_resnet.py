@@ -462,7 +462,7 @@ def export(checkpoint: Path, output: Path, command: str, recalibrate: int = 0) -
         training["lineage"] = run_lineage
         training["command"] = run_lineage["stages"][-1]["command"]  # what made it, not the export call
     net = ResidualDenoiser(denoiser_config(tuple(r["widths"]), name=r["name"], training=training))
-    if run_lineage and run_lineage.get("nonlocal_stage"):  # the published model's second stage
+    if run_lineage and run_lineage.get("nonlocal_stage") is not None:  # the published model's second stage
         net.config.nonlocal_stage = dict(run_lineage["nonlocal_stage"])
         net.config.validate()
     net.load_state_dict(state["model"])

@@ -142,8 +142,8 @@ def lineage(path: str | Path, stages: list[Stage], upto: int) -> dict:
         "version": str(data.get("version", "")),
         "stages": [{"name": s.name, "command": s.command_line} for s in stages[: upto + 1]],
     }
-    if "nonlocal_stage" in data and upto == len(data.get("stage", [])) - 1:
-        record["nonlocal_stage"] = dict(data["nonlocal_stage"])
+    if "nonlocal_stage" in data and stages[upto].name == plan(path, "runs")[-1].name:
+        record["nonlocal_stage"] = dict(data["nonlocal_stage"])  # the recipe's last stage, nested or not
     return record
 
 

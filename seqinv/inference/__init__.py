@@ -100,13 +100,16 @@ def denoise(
     model: Any = None,
     sigma: float | None = None,
     volume: int | None = None,
+    passes: int | None = None,
+    nonlocal_stage: bool | None = None,
     **settings,
 ) -> DenoiseResult | list[DenoiseResult]:
     """Denoise one scan or a list; `sigma` is the noise std in input units (estimated when None);
-    `volume` picks one volume (0-based) of 4D inputs."""
+    `volume` picks one volume (0-based) of 4D inputs; `passes` and `nonlocal_stage` as `denoise_volume`'s."""
     net = _model("denoise", model)
     volumes, single = _volumes(inputs, volume)
-    results = [denoise_volume(v, net, InferenceSettings(**settings), sigma=sigma) for v in volumes]
+    settings_ = InferenceSettings(**settings)
+    results = [denoise_volume(v, net, settings_, sigma, passes, nonlocal_stage) for v in volumes]
     return results[0] if single else results
 
 

@@ -79,7 +79,7 @@ class DenoiseResult:
     record: PreprocessRecord | None  # None: denoised on the input's own grid (no preprocessing)
     info: RunInfo
     sigma_method: str = ""  # how an estimated sigma was found (seqinv.inference.denoising.estimate_noise)
-    nonlocal_stage: dict | None = None  # the second stage's parameters (None: the network alone)
+    nonlocal_stage: dict | None = None  # the second stage's parameters and noise model (None: not run)
 
 
 @dataclass
@@ -424,11 +424,15 @@ def _denoise_native(
         noise = predict_noise(net, volume.data, sigma, device, passes)
     with timer.stage("postprocess"):
         denoised = np.asarray(volume.data, dtype=np.float32) - noise
+    stage_record = None
     if stage is not None:
-        from seqinv.inference.nonlocal_stage import apply_stage
+        from seqinv.inference.nonlocal_stage import RICIAN_METHODS, apply_stage
 
+        # the noise model: as the estimate found it, else Rician for images without negative values
+        rician = RICIAN_METHODS.get(method, bool(volume.data.min() >= 0))
         with timer.stage("nonlocal"):
-            denoised = apply_stage(volume.data, denoised, sigma, stage)
+            denoised = apply_stage(volume.data, denoised, sigma, stage, rician)
+        stage_record = {**stage.to_dict(), "noise": "rician" if rician else "gaussian"}
     if volume.data.min() >= 0:  # magnitude images stay non-negative
         np.maximum(denoised, 0, out=denoised)
     return DenoiseResult(
@@ -440,7 +444,7 @@ def _denoise_native(
         # passes (in slabs) over the stored grid: no sliding-window overlap to record
         info=RunInfo(str(device), "fp32", _native_settings(settings, passes), timer.stages_s),
         sigma_method=method,
-        nonlocal_stage=None if stage is None else stage.to_dict(),
+        nonlocal_stage=stage_record,
     )
 
 

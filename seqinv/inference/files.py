@@ -429,12 +429,10 @@ def denoise_files(
     if passes is not None:
         check_passes(passes)
     paths = _paths(inputs)
-    targets = plan_outputs(paths, None if output is None else str(output), "denoised", NIFTI_OUT)
     net, source = _load("denoise", model, log)
-    check_denoise_passes(net, passes)
-    denoise_stage(
-        net, nonlocal_stage
-    )  # refuse --nonlocal for a model without flipped passes, before any file
+    check_denoise_passes(net, passes)  # refuse --passes / --nonlocal for a research model before any
+    denoise_stage(net, nonlocal_stage)  # output folder exists
+    targets = plan_outputs(paths, None if output is None else str(output), "denoised", NIFTI_OUT)
 
     def process(src: Path, dst: Path) -> dict:
         return denoise_file(src, dst, net, source, settings, sigma, volume, passes, nonlocal_stage)

@@ -6,14 +6,16 @@ how alike their 3×3×3 neighbourhoods are in the network's output: exp(−mean 
 The weights come from the denoised image, so they are nearly free of noise and pick out truly similar
 voxels; averaging the *noisy* values then removes noise the network left, as BM3D's second (Wiener) stage
 does with its first estimate. The result is blended with the network's output (`weight` of it the
-averaged image). Magnitude images (no negative values) average the squared values and take off the Rician
-bias 2σ² (E[M²] = ν² + 2σ²); others average the values themselves.
+averaged image). Rician noise (as the noise estimate found it, else any image without negative values)
+averages the squared values and takes off the bias 2σ² (E[M²] = ν² + 2σ²); Gaussian noise averages the
+values themselves.
 
 Runs on the stored grid in slabs (a halo of `search` + 1 voxels), so memory stays a few slab-sized arrays.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,9 +38,9 @@ class NonlocalStage:
     weight: float = 0.6  # share of the averaged image in the output (the rest: the network's)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.search, int) and 1 <= self.search <= 4):
+        if not (isinstance(self.search, int) and not isinstance(self.search, bool) and 1 <= self.search <= 4):
             raise ParameterError(f"nonlocal_stage search must be an integer 1-4, got {self.search!r}")
-        if not self.h > 0:
+        if not (math.isfinite(self.h) and self.h > 0):
             raise ParameterError(f"nonlocal_stage h must be > 0, got {self.h!r}")
         if not 0.0 < self.weight <= 1.0:
             raise ParameterError(f"nonlocal_stage weight must be in (0, 1], got {self.weight!r}")
@@ -119,12 +121,21 @@ def guided_average(values: np.ndarray, pilot: np.ndarray, sigma: float, search: 
     return out
 
 
-def apply_stage(noisy: np.ndarray, estimate: np.ndarray, sigma: float, stage: NonlocalStage) -> np.ndarray:
-    """The stage's output from the noisy scan and the network's `estimate` (same grid, input units)."""
-    if not sigma > 0:
+#: Noise-estimate methods (`seqinv.inference.denoising.estimate_noise`) that say which noise the scan has.
+RICIAN_METHODS = {"background-rayleigh": True, "background-gaussian": False}
+
+
+def apply_stage(
+    noisy: np.ndarray, estimate: np.ndarray, sigma: float, stage: NonlocalStage, rician: bool | None = None
+) -> np.ndarray:
+    """The stage's output from the noisy scan and the network's `estimate` (same grid, input units).
+    `rician`: the noise is Rician (None: when the scan has no negative values)."""
+    if not (math.isfinite(sigma) and sigma > 1e-30):
         raise ParameterError(f"the noise std must be > 0 for the non-local stage, got {sigma}")
     noisy = np.asarray(noisy, dtype=np.float32)
-    if float(noisy.min()) >= 0:  # magnitude image: Rician noise, average M² and remove its bias
+    if rician is None:
+        rician = float(noisy.min()) >= 0
+    if rician:  # magnitude image: average M² and remove its bias
         second = guided_average(noisy**2, estimate, sigma, stage.search, stage.h)
         averaged = np.sqrt(np.maximum(second - 2.0 * sigma**2, 0.0))
     else:

@@ -151,7 +151,7 @@ def test_denoise_volume_runs_the_configured_stage_and_records_it():
     net = _denoiser(stage)
     on = denoise_volume(volume, net, settings, sigma=8.0)
     off = denoise_volume(volume, net, settings, sigma=8.0, nonlocal_stage=False)
-    assert on.nonlocal_stage == stage and off.nonlocal_stage is None
+    assert on.nonlocal_stage == {**stage, "noise": "rician"} and off.nonlocal_stage is None
     assert "nonlocal" in on.info.timings_s and "nonlocal" not in off.info.timings_s
     expected = np.maximum(nl.apply_stage(volume.data, off.image, 8.0, nl.NonlocalStage(**stage)), 0)
     np.testing.assert_allclose(on.image, expected, atol=1e-4)
@@ -171,7 +171,69 @@ def test_cli_no_nonlocal_and_the_sidecar(tmp_path):
     denoise_files(scan, tmp_path / "off", str(folder), sigma=6.0, settings=settings, nonlocal_stage=False)
     on = json.loads((tmp_path / "on" / "scan_desc-denoised.json").read_text())
     off = json.loads((tmp_path / "off" / "scan_desc-denoised.json").read_text())
-    assert on["nonlocal_stage"] == {"search": 2, "h": 0.8, "weight": 0.6} and off["nonlocal_stage"] is None
+    # sigma given, so no estimate says which noise: an image without negative values counts as Rician
+    assert on["nonlocal_stage"] == {"search": 2, "h": 0.8, "weight": 0.6, "noise": "rician"}
+    assert off["nonlocal_stage"] is None
     a = nib.load(tmp_path / "on" / "scan_desc-denoised.nii.gz").get_fdata()
     b = nib.load(tmp_path / "off" / "scan_desc-denoised.nii.gz").get_fdata()
     assert np.abs(a - b).max() > 0.1
+
+
+def test_a_non_negative_image_with_gaussian_noise_keeps_its_level():
+    """Where the noise estimate finds Gaussian noise in the air, a magnitude-looking image (>= 0) is not
+    corrected for a Rician bias it does not have."""
+    rng = np.random.default_rng(6)
+    clean = _piecewise((36, 32, 28)) + 40.0  # air at 90: noise of std 5 never reaches 0
+    noisy = (clean + rng.normal(0, 5.0, clean.shape)).astype(np.float32)
+    assert noisy.min() > 0
+    estimate = (clean + rng.normal(0, 2.0, clean.shape)).astype(np.float32)
+    gaussian = nl.apply_stage(noisy, estimate, 5.0, nl.NonlocalStage(weight=1.0), rician=False)
+    rician = nl.apply_stage(noisy, estimate, 5.0, nl.NonlocalStage(weight=1.0))  # the min >= 0 rule
+    assert abs(float((gaussian - clean).mean())) < 0.1
+    assert float((rician - clean).mean()) < -0.1  # sqrt(v^2 + s^2 - 2 s^2): biased low
+    result = denoise_volume(Volume(noisy, np.eye(4)), _denoiser({"search": 2, "h": 0.8, "weight": 0.6}))
+    assert result.sigma_method == "background-gaussian" and result.nonlocal_stage["noise"] == "gaussian"
+
+
+def test_cli_flags_choose_the_stage(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from typer.testing import CliRunner
+
+    from seqinv.cli import app, main
+
+    folder = tmp_path / "model"
+    _denoiser({"search": 1, "h": 0.8, "weight": 0.6}).save_pretrained(folder)
+    clean = _piecewise((20, 18, 16))
+    scan = tmp_path / "scan.nii.gz"
+    noisy = clean + np.random.default_rng(7).normal(0, 6, clean.shape)
+    nib.save(nib.Nifti1Image(noisy.astype(np.float32), np.eye(4)), scan)
+    stages = {}
+    for flag in ("--nonlocal", "--no-nonlocal"):
+        out = tmp_path / flag.strip("-")
+        args = [
+            "denoise",
+            str(scan),
+            "--model",
+            str(folder),
+            "--sigma",
+            "6",
+            "-o",
+            str(out),
+            "--threads",
+            "1",
+        ]
+        result = CliRunner().invoke(app, [*args, flag])
+        assert result.exit_code == 0, result.output
+        stages[flag] = json.loads((out / "scan_desc-denoised.json").read_text())["nonlocal_stage"]
+    assert stages["--nonlocal"]["search"] == 1 and stages["--no-nonlocal"] is None
+    bad = tmp_path / "bad"
+    argv = ["seqinv", "denoise", str(scan), "--model", "denoise@1.0", "--nonlocal", "-o", str(bad)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as info:
+        main()
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("model ")]
+    assert info.value.code != 0 and lines == [
+        "error: --nonlocal applies to the residual denoiser (denoise 2.x), not to seqinv-lite-denoise"
+    ]
+    assert not bad.exists()

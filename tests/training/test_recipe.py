@@ -179,6 +179,24 @@ def test_a_denoise_resnet_stage_refuses_unknown_options(tmp_path):
         plan(tmp_path / "stage.toml", tmp_path / "runs")
 
 
+def test_only_the_last_stage_of_a_nested_recipe_records_the_second_stage(tmp_path):
+    from training.recipe import lineage, plan
+
+    (tmp_path / "inner.toml").write_text(TINY_DENOISE.replace('name = "dn"', 'name = "first"'))
+    outer = (
+        'model = "denoise"\nversion = "0.2"\nnonlocal_stage = { h = 0.9 }\n\n'
+        '[[stage]]\nname = "base"\nrecipe = "inner.toml"\n'
+        + TINY_DENOISE.split('version = "0.1"\n')[1].replace("init", "x")
+    )
+    (tmp_path / "outer.toml").write_text(outer)
+    stages = plan(tmp_path / "outer.toml", tmp_path / "runs")
+    assert [s.name for s in stages] == ["first", "dn"]
+    records = [lineage(tmp_path / "outer.toml", stages, i) for i in range(2)]
+    assert "nonlocal_stage" not in records[0] and records[1]["nonlocal_stage"] == {"h": 0.9}
+    first_only = plan(tmp_path / "outer.toml", tmp_path / "runs", until="base")
+    assert "nonlocal_stage" not in lineage(tmp_path / "outer.toml", first_only, 0)
+
+
 def test_the_denoise_resnet_script_reads_flat_and_stage_recipes_alike(tmp_path):
     from training.denoise_resnet import read_recipe
 
