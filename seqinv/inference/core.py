@@ -431,7 +431,8 @@ def _denoise_native(
         # the noise model: as the estimate found it, else Rician for images without negative values
         rician = RICIAN_METHODS.get(method, bool(volume.data.min() >= 0))
         with timer.stage("nonlocal"):
-            denoised = apply_stage(volume.data, denoised, sigma, stage, rician)
+            spacing = tuple(float(v) for v in np.linalg.norm(np.asarray(volume.affine)[:3, :3], axis=0))
+            denoised = apply_stage(volume.data, denoised, sigma, stage, rician, spacing)
         stage_record = {**stage.to_dict(), "noise": "rician" if rician else "gaussian"}
     if volume.data.min() >= 0:  # magnitude images stay non-negative
         np.maximum(denoised, 0, out=denoised)

@@ -263,3 +263,8 @@ def test_tune_nonlocal_stage_scores_each_pair_on_the_held_out_cases(tmp_path, mo
     assert out["stage_db"][(2.0, 1.0)] == pytest.approx(expected, abs=1e-4) and expected > 1.0
     assert out["best"] == {"search": 2, "h": 2.0, "weight": 1.0}  # the wider kernel on a smooth ramp
     assert "best: h 2.0 weight 1.0" in capsys.readouterr().out
+    (case,) = bench.thick_cases([("T1w/0/rician-0.05", noisy, clean, 0.05)], 3)
+    assert case[2].shape == (16, 16, 5) and torch.allclose(case[2][..., 1], clean[..., 3:6].mean(-1))
+    assert float(case[1].min()) >= 0  # Rician: magnitudes
+    thick = bench.main([*args, "--thick", "2"])
+    assert "2 mm slices" in capsys.readouterr().out and thick["stage_db"][(2.0, 1.0)] > 0.5

@@ -17,20 +17,25 @@ from seqinv.models import ModelConfig, load_model
 from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
 
 
-def _brute_force(values, pilot, sigma, search, h):
-    """Each voxel by its own loops over the search cube and the 3x3x3 patch (edge-padded arrays)."""
-    pad = search + 1
-    v, p = np.pad(values, pad, mode="edge"), np.pad(pilot, pad, mode="edge")
+def _brute_force(values, pilot, sigma, search, h, radii=None, patch=(1, 1, 1)):
+    """Each voxel by its own loops over the search box and the patch (edge-padded arrays)."""
+    radii = radii or (search,) * 3
+    pad = [r + q for r, q in zip(radii, patch, strict=True)]
+    v, p = (
+        np.pad(values, [(a, a) for a in pad], mode="edge"),
+        np.pad(pilot, [(a, a) for a in pad], mode="edge"),
+    )
+    q = np.array(patch)
     out = np.zeros(values.shape)
     for i, j, k in np.ndindex(values.shape):
         c = np.array([i, j, k]) + pad
-        patch = p[c[0] - 1 : c[0] + 2, c[1] - 1 : c[1] + 2, c[2] - 1 : c[2] + 2]
+        window = tuple(slice(a - b, a + b + 1) for a, b in zip(c, q, strict=True))
         num = den = 0.0
-        for d in np.ndindex(*(2 * search + 1,) * 3):
-            q = c + np.array(d) - search
-            other = p[q[0] - 1 : q[0] + 2, q[1] - 1 : q[1] + 2, q[2] - 1 : q[2] + 2]
-            w = math.exp(-float(np.mean((patch - other) ** 2)) / (h * sigma) ** 2)
-            num, den = num + w * v[tuple(q)], den + w
+        for d in np.ndindex(*(2 * r + 1 for r in radii)):
+            o = c + np.array(d) - np.array(radii)
+            other = tuple(slice(a - b, a + b + 1) for a, b in zip(o, q, strict=True))
+            w = math.exp(-float(np.mean((p[window] - p[other]) ** 2)) / (h * sigma) ** 2)
+            num, den = num + w * v[tuple(o)], den + w
         out[i, j, k] = num / den
     return out
 
@@ -44,6 +49,22 @@ def test_guided_average_matches_a_voxel_by_voxel_reference_including_the_borders
         np.testing.assert_allclose(fast, _brute_force(values, pilot, 0.3, search, h), atol=1e-5)
 
 
+def test_thick_slice_axes_are_left_out_of_the_search_and_the_patches():
+    rng = np.random.default_rng(8)
+    pilot = rng.random((6, 5, 4)).astype(np.float32)
+    values = (pilot + 0.3 * rng.standard_normal(pilot.shape)).astype(np.float32)
+    assert nl.axis_extents(2, (0.9, 0.9, 2.4)) == ((2, 2, 0), (1, 1, 0))
+    assert nl.axis_extents(2, (2.0, 2.0, 2.0)) == ((2, 2, 2), (1, 1, 1))  # coarse but isotropic: 3D
+    assert nl.axis_extents(2, (1.0, 5.0, 1.0)) == ((2, 0, 2), (1, 0, 1))
+    thick = nl.guided_average(values, pilot, 0.3, 2, 0.8, spacing=(0.9, 0.9, 2.4))
+    expected = _brute_force(values, pilot, 0.3, 2, 0.8, radii=(2, 2, 0), patch=(1, 1, 0))
+    np.testing.assert_allclose(thick, expected, atol=1e-5)
+    per_slice = [
+        nl.guided_average(values[..., k : k + 1], pilot[..., k : k + 1], 0.3, 2, 0.8) for k in range(4)
+    ]
+    np.testing.assert_allclose(thick, np.concatenate(per_slice, axis=2), atol=1e-5)  # each slice on its own
+
+
 def test_slabs_give_the_same_average_as_one_block(monkeypatch):
     rng = np.random.default_rng(1)
     pilot = rng.random((30, 9, 8)).astype(np.float32)
@@ -54,8 +75,8 @@ def test_slabs_give_the_same_average_as_one_block(monkeypatch):
 
 
 def test_pair_offsets_cover_the_search_cube_once_with_their_negatives():
-    pairs = nl.pair_offsets(2)
-    assert len(pairs) == 62
+    pairs = nl.pair_offsets((2, 2, 2))
+    assert len(pairs) == 62 and len(nl.pair_offsets((2, 2, 0))) == 12
     both = set(pairs) | {tuple(-k for k in d) for d in pairs}
     assert len(both) == 124 and (0, 0, 0) not in both
 
@@ -153,7 +174,10 @@ def test_denoise_volume_runs_the_configured_stage_and_records_it():
     off = denoise_volume(volume, net, settings, sigma=8.0, nonlocal_stage=False)
     assert on.nonlocal_stage == {**stage, "noise": "rician"} and off.nonlocal_stage is None
     assert "nonlocal" in on.info.timings_s and "nonlocal" not in off.info.timings_s
-    expected = np.maximum(nl.apply_stage(volume.data, off.image, 8.0, nl.NonlocalStage(**stage)), 0)
+    # the 2.5 mm axis is a thick-slice axis: the stage searches in-plane only
+    stage_ = nl.NonlocalStage(**stage)
+    expected = np.maximum(nl.apply_stage(volume.data, off.image, 8.0, stage_, spacing=(1.0, 1.0, 2.5)), 0)
+    assert np.abs(expected - np.maximum(nl.apply_stage(volume.data, off.image, 8.0, stage_), 0)).max() > 0.1
     np.testing.assert_allclose(on.image, expected, atol=1e-4)
 
 
