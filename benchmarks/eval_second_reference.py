@@ -28,25 +28,12 @@ TPM_CHANNELS = (2, 0, 1)  # CSF, GM, WM in the map's channel order (GM, WM, CSF,
 PRIOR_WEIGHT = 0.25
 
 
-def to_ants(data: np.ndarray, affine: np.ndarray):
-    import ants
-
-    from training.realbench.grids import RAS_TO_LPS
-
-    lps = RAS_TO_LPS @ affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    return ants.from_numpy(
-        np.asarray(data, dtype=np.float32),
-        origin=tuple(lps[:3, 3]),
-        spacing=tuple(spacing),
-        direction=lps[:3, :3] / spacing,
-    )
-
-
 def template_priors():
     """(ICBM152 2009a T1w template, [CSF, GM, WM] maps of SPM12's TPM) as ANTs images in MNI space."""
     import nibabel as nib
     import nilearn
+
+    from training.realbench.references import to_ants
 
     folder = Path(nilearn.__file__).parent / "datasets" / "data"
     t1 = nib.load(str(folder / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
@@ -60,6 +47,8 @@ def template_priors():
 def prior_guided_labels(data: np.ndarray, affine: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Atropos with the registered TPM as priors: 1 CSF, 2 GM, 3 WM inside `mask`, 0 outside."""
     import ants
+
+    from training.realbench.references import to_ants
 
     template, maps = template_priors()
     image, ants_mask = to_ants(data, affine), to_ants(mask.astype(np.float32), affine)

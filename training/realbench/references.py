@@ -130,17 +130,27 @@ def carried_mask(fixed, moving, moving_mask: np.ndarray, kind: str) -> tuple[np.
 
 
 # ------------------------------------------------------------------------------------------------ tissue
-def atropos_labels(data: np.ndarray, affine: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """ANTs Atropos 3-class labels inside `mask` after N4 (see the module docstring), 1..3 by intensity."""
+def to_ants(data: np.ndarray, affine: np.ndarray):
+    """An ANTs image (float32) of `data` (X, Y, Z) on the grid of the RAS `affine`."""
     import ants
 
     from training.realbench.grids import RAS_TO_LPS
 
-    lps = RAS_TO_LPS @ affine
+    lps = RAS_TO_LPS @ np.asarray(affine, dtype=np.float64)
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    kwargs = {"origin": tuple(lps[:3, 3]), "spacing": tuple(spacing), "direction": lps[:3, :3] / spacing}
-    image = ants.from_numpy(np.asarray(data, dtype=np.float32), **kwargs)
-    ants_mask = ants.from_numpy(np.asarray(mask, dtype=np.float32), **kwargs)
+    return ants.from_numpy(
+        np.asarray(data, dtype=np.float32),
+        origin=tuple(lps[:3, 3]),
+        spacing=tuple(spacing),
+        direction=lps[:3, :3] / spacing,
+    )
+
+
+def atropos_labels(data: np.ndarray, affine: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """ANTs Atropos 3-class labels inside `mask` after N4 (see the module docstring), 1..3 by intensity."""
+    import ants
+
+    image, ants_mask = to_ants(data, affine), to_ants(mask, affine)
     corrected = ants.n4_bias_field_correction(image, mask=ants_mask)
     seg = ants.atropos(a=corrected, x=ants_mask, i="kmeans[3]", m="[0.2,1x1x1]", c="[5,0]")
     raw = seg["segmentation"].numpy().astype(np.uint8)
