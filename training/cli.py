@@ -29,6 +29,8 @@ HELP = {
     "clinical": "synthseg: share of samples acquired with thick slices (1-7 mm, random axis, gaps).",
     "superficial_wm": "synthseg: share of samples whose white matter darkens towards the cortex (less myelin "
     "under the cortex, as in real scans; labels stay WM).",
+    "decoder_features": "Width of the full-resolution decoder stage (0: the encoder preset's). With --init "
+    "from a narrower model the extra channels start silent, so training starts from that model's output.",
     "pv_max": "synthseg: largest partial-volume blur in voxels (drawn per sample in [0.3, pv-max]).",
     "preset": "Encoder size: tiny (tests), lite (bundled CPU models), mini (0.9 M), small (3.5 M), "
     "paper (40.6 M).",

@@ -63,6 +63,7 @@ def build_unet(encoder, opts: FinetuneOptions):
         spacing_mm=(1.0, 1.0, 1.0),
         name=opts.name or f"{encoder.config.name or 'seqinv'}-{opts.task}",
         dropout=opts.dropout if opts.dropout >= 0 else encoder.config.dropout,
+        decoder_features=opts.decoder_features or encoder.config.decoder_features,
         training={},
     )
     unet = SeqInvUNet(config)
@@ -74,6 +75,35 @@ def build_unet(encoder, opts: FinetuneOptions):
 
 def _widths(config) -> tuple:
     return tuple(config.features), config.decoder_features
+
+
+def widened(trained, width: int):
+    """A copy of U-Net `trained` whose full-resolution decoder stage has `width` channels, computing
+    the same output: the old channels keep their weights, the new ones get a fresh initialisation for
+    their inputs and zero weights towards the old channels and the output layer (so they start silent
+    and grow by their gradients, which are not zero)."""
+    from seqinv.models import SeqInvUNet
+
+    old = trained.config.decoder_features
+    wide = SeqInvUNet(dataclasses.replace(trained.config, decoder_features=width))
+    wide.encoder.load_state_dict(trained.encoder.state_dict(), strict=True)
+    target = wide.decoder.state_dict()
+    source = trained.decoder.state_dict()
+    with torch.no_grad():
+        for key, value in source.items():
+            out = target[key]
+            if out.shape == value.shape:
+                out.copy_(value)
+            elif key.startswith("head."):  # (classes, width, 1, 1, 1): silent new inputs
+                out.zero_()
+                out[:, :old] = value
+            elif out.ndim > 1 and out.shape[1] != value.shape[1]:  # block2: width -> width
+                out[:old, :old] = value
+                out[:old, old:] = 0.0
+            else:  # block1's weight and biases: new output channels keep their fresh values
+                out[:old] = value
+    wide.decoder.load_state_dict(target, strict=True)
+    return wide
 
 
 def start_from(unet, name_or_path: str, with_encoder: bool = False) -> None:
@@ -88,6 +118,9 @@ def start_from(unet, name_or_path: str, with_encoder: bool = False) -> None:
 
     trained = SeqInvUNet.from_pretrained(name_or_path)
     theirs, ours = _widths(trained.config), _widths(unet.config)
+    if theirs[0] == ours[0] and theirs[1] < ours[1]:
+        trained = widened(trained, ours[1])
+        theirs = ours
     if theirs != ours:
         raise ParameterError(
             f"--init {name_or_path}: a {trained.config.preset} net {theirs}, but --encoder gives a "

@@ -184,6 +184,7 @@ class FinetuneOptions:
     device: str = "auto"
     data_device: str = "cpu"
     dropout: float = -1.0  # < 0: the encoder's
+    decoder_features: int = 0  # width of the full-resolution decoder stage; 0: the encoder preset's
     name: str = ""
     cache_dir: str = ""
 
@@ -209,6 +210,10 @@ class FinetuneOptions:
         check_sequences(self)
         if self.dropout >= 1.0:
             raise ParameterError(f"--dropout {self.dropout}: must be < 1 (negative: the encoder's)")
+        if self.decoder_features < 0:
+            raise ParameterError(
+                f"--decoder-features {self.decoder_features}: must be >= 1 (0: the preset's)"
+            )
         if not 0 <= self.sigma_min <= self.sigma_max:
             raise ParameterError(
                 f"noise range [{self.sigma_min}, {self.sigma_max}]: need 0 <= --sigma-min <= --sigma-max"

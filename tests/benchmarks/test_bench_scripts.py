@@ -268,3 +268,32 @@ def test_tune_nonlocal_stage_scores_each_pair_on_the_held_out_cases(tmp_path, mo
     assert float(case[1].min()) >= 0  # Rician: magnitudes
     thick = bench.main([*args, "--thick", "2"])
     assert "2 mm slices" in capsys.readouterr().out and thick["stage_db"][(2.0, 1.0)] > 0.5
+
+
+def test_failure_phantoms_template_truth_is_the_blurred_labels_most_likely_class(monkeypatch):
+    import training.head_phantoms as heads
+
+    bench = load_script("eval_failure_phantoms")
+    grid = np.indices((40, 40, 40)) - 19.5
+    r = np.sqrt((grid**2).sum(axis=0))
+    # WM ball, GM shell, a 1-voxel CSF shell, then a thick CSF shell: the thin one vanishes when blurred
+    labels = np.select([r < 8, r < 12, r < 13, r < 16, r < 19], [3, 2, 1, 2, 1], 0).astype(np.uint8)
+    image = torch.from_numpy(np.asarray([0.0, 0.2, 0.6, 1.0], dtype=np.float32)[labels])
+    seen = []
+
+    def fake(phantom, seed, sequence=None, acquisition=None):
+        seen.append((sequence, acquisition))
+        return image.clone(), torch.from_numpy(labels)
+
+    monkeypatch.setattr(heads, "whole_head_image", fake)
+    sharp, truth = bench.protocol_image(None, "T1w", 1.5)
+    assert torch.equal(truth, torch.from_numpy(labels)) and abs(sharp - image.numpy()).max() < 0.06
+    blurred, template = bench.protocol_image(None, "T1w-template", 1.5)
+    thin = (r >= 12) & (r < 13)
+    assert (template.numpy()[thin] == 1).mean() < 0.1 and (template.numpy()[r < 7] == 3).all()
+    assert blurred[r < 1].mean() > 0.9 and blurred[thin].std() < sharp[thin].std() + 0.05
+    bench.protocol_image(None, "PDw-TR2.7-2.4mm", 1.5)
+    sequence, acquisition = seen[-1]
+    assert sequence.tr_s == pytest.approx(2.7) and acquisition.resolution_mm[2] == pytest.approx(2.4)
+    one_hot = np.stack([(truth.numpy() == c).astype(np.float32) for c in range(4)])
+    assert bench.mean_dice(one_hot, truth) == pytest.approx(100.0)

@@ -474,3 +474,31 @@ def test_data_device_cuda_needs_workers_0():
     opts = PretrainOptions(output="o", phantom=True, data_device="cuda", workers=2)
     with pytest.raises(ParameterError, match="--data-device cuda .* --workers 0"):
         opts.validate()
+
+
+def test_init_from_a_narrower_decoder_widens_it_without_changing_the_output(tmp_path):
+    from seqinv.models import SeqInvEncoder, SeqInvUNet
+    from training import finetune
+
+    torch.manual_seed(0)
+    encoder = SeqInvEncoder(preset="tiny")
+    encoder.save_pretrained(tmp_path / "enc")
+    trained = SeqInvUNet.from_encoder(encoder, out_channels=4)
+    for p in trained.decoder.parameters():  # a decoder unlike a fresh one
+        torch.nn.init.normal_(p, std=0.3)
+    trained.save_pretrained(tmp_path / "trained")
+    opts = finetune.FinetuneOptions(
+        output="o", encoder=str(tmp_path / "enc"), init=str(tmp_path / "trained"), decoder_features=9
+    )
+    unet = finetune.build_unet(encoder, opts).eval()
+    assert unet.config.decoder_features == 9 and unet.decoder.head.weight.shape[1] == 9
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(unet(x), trained.eval()(x), atol=1e-5)
+    # the new channels are not dead: the output layer's weights from them get gradients
+    unet.train()
+    unet(x).square().mean().backward()
+    assert unet.decoder.head.weight.grad[:, 4:].abs().sum() > 0
+    # a narrower --decoder-features than --init's is refused
+    with pytest.raises(Exception, match="--init"):
+        finetune.build_unet(encoder, dataclasses.replace(opts, decoder_features=2))
