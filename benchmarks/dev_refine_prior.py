@@ -12,6 +12,8 @@ import argparse
 import numpy as np
 import torch
 
+from training.evaluate import mean_tissue_dice as mean_dice
+
 PROTOCOLS = ("T1w", "T2w", "PDw", "FLAIR", "T2w-5mm")
 DEV_MAPS = (3, 9)
 DEV_SEED = 777
@@ -35,14 +37,6 @@ def dev_cases(maps=DEV_MAPS):
             noise = torch.randn(image.shape, generator=torch.Generator().manual_seed(i))
             data = np.ascontiguousarray((image + 0.02 * noise).abs().numpy().astype(np.float32))
             yield number, name, Volume(data, np.asarray(phantom.affine, dtype=float)), labels
-
-
-def mean_dice(probs: np.ndarray, labels: torch.Tensor) -> float:
-    from training.evaluate import dice_per_class
-
-    pred = torch.from_numpy(np.argmax(probs, axis=0).astype(np.int64))
-    scores = dice_per_class(pred, labels.long(), ["background", "csf", "gm", "wm"])
-    return float(np.mean([scores["csf"], scores["gm"], scores["wm"]]))
 
 
 def main(argv=None) -> None:

@@ -52,22 +52,16 @@ def protocol_image(phantom, name: str, sigma_mm: float) -> tuple[np.ndarray, tor
     return np.abs(image + noise).astype(np.float32), labels
 
 
-def mean_dice(probs: np.ndarray, truth: torch.Tensor) -> float:
-    from training.evaluate import dice_per_class
-
-    pred = torch.from_numpy(np.argmax(probs, axis=0).astype(np.int64))
-    return 100 * float(np.mean(list(dice_per_class(pred, truth.long(), ["bg", "csf", "gm", "wm"]).values())))
-
-
 def scores(model, volume, truth) -> tuple[float, float]:
     """(network alone, refined) mean Dice."""
     from seqinv.inference import InferenceSettings, segment_volume
     from seqinv.inference.refine import refine_probabilities
+    from training.evaluate import mean_tissue_dice
 
     result = segment_volume(volume, model, InferenceSettings(), refine=False, probs=True)
     refined = result.probs.copy()
     refine_probabilities(volume.data, refined)
-    return mean_dice(result.probs, truth), mean_dice(refined, truth)
+    return 100 * mean_tissue_dice(result.probs, truth), 100 * mean_tissue_dice(refined, truth)
 
 
 def main(argv=None) -> None:

@@ -48,6 +48,13 @@ def dice_per_class(pred: torch.Tensor, truth: torch.Tensor, labels: list[str]) -
     return out
 
 
+def mean_tissue_dice(probs: np.ndarray, truth: torch.Tensor) -> float:
+    """Mean Dice of CSF, GM and WM (labels 1-3) of the argmax of `probs` (C, X, Y, Z) against `truth`."""
+    pred = torch.from_numpy(np.argmax(probs, axis=0).astype(np.int64))
+    scores = dice_per_class(pred, truth.long(), ["background", "csf", "gm", "wm"])
+    return float(np.mean([scores["csf"], scores["gm"], scores["wm"]]))
+
+
 def hd95_per_class(
     pred: torch.Tensor, truth: torch.Tensor, labels: list[str], spacing_mm
 ) -> dict[str, float]:
