@@ -3,7 +3,10 @@
 Every result file is written through `seqinv.io.atomic_path` (a temporary, then one rename), and a case's
 files are removed again when the case does not finish (`seqinv.io.all_or_nothing`), so a run stopped at
 any moment leaves only complete outputs; `--skip-existing` then does the rest. SIGTERM would otherwise end
-the process without any cleanup, so the CLI turns both signals into an `Interrupted` exception.
+the process without any cleanup, so the CLI turns both signals into an `Interrupted` exception. A run
+killed outright (kill -9) cleans nothing; the next run over the same outputs does
+(`seqinv.inference.batch.writing_into`), and `--skip-existing` trusts only cases whose files match their
+sidecar.
 """
 
 from __future__ import annotations

@@ -190,10 +190,64 @@ def _open_nibabel(path: Path, fallback: bool = False) -> _Opened:
                 data = np.asarray(img.dataobj[index] if index else img.dataobj, dtype=np.float32)
         except Exception as err:  # the header was fine, the voxels are not (truncated, bad compression)
             raise _nibabel_error(path, err, "cannot read the voxels") from None
+        _check_gzip_files(img, path)
         return data, affine  # dataobj applies scl_slope / scl_inter
 
     itemsize = int(getattr(img.get_data_dtype(), "itemsize", 4) or 4)
     return _Opened(shape, itemsize, affine, header, load)
+
+
+def _check_gzip_files(img: Any, path: Path) -> None:
+    """Refuse gzipped files (the image's or its pair's data file) whose CRC, size or trailer is wrong:
+    nibabel reads only the bytes it needs, so the stream's end is never checked otherwise."""
+    for holder in img.file_map.values():
+        name = getattr(holder, "filename", None)
+        if not name or not os.path.isfile(name):
+            continue
+        problem = _gzip_problem(Path(name))
+        if problem:
+            raise InputError(
+                f"{path}: the compressed data is damaged ({problem}); the file is truncated or corrupt; "
+                "copy or export it again"
+            )
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+
+
+def _gzip_problem(path: Path) -> str | None:
+    """Why a gzip file's stream is broken (bad CRC or size, no trailer), or None if it is sound or not gzip.
+
+    Decompressed in chunks and thrown away: memory stays small whatever the file holds. Further members
+    (`cat a.gz b.gz`) are checked too; other bytes after the last member are ignored, as gzip tools do.
+    """
+    import zlib
+
+    with open(path, "rb") as fh:
+        if fh.read(2) != _GZIP_MAGIC:
+            return None
+        fh.seek(0)
+        stream, pending = zlib.decompressobj(31), b""
+        while True:
+            if len(pending) < len(_GZIP_MAGIC):  # also when a chunk ends inside the next member's magic
+                pending += fh.read(_CHUNK)
+            if not pending:
+                break
+            if stream.eof:  # one member done: another one, or trailing bytes
+                if not pending.startswith(_GZIP_MAGIC):
+                    return None
+                stream = zlib.decompressobj(31)
+            try:
+                stream.decompress(pending, _CHUNK)  # checks the CRC-32 and size at the member's end
+                while stream.unconsumed_tail and not stream.eof:
+                    stream.decompress(stream.unconsumed_tail, _CHUNK)
+            except zlib.error as err:
+                return str(err).split(": ")[-1]
+            pending = stream.unused_data if stream.eof else b""
+        if not stream.eof:
+            stream.flush()
+    return None if stream.eof else "it ends before the gzip trailer"
 
 
 def _nibabel_error(path: Path, err: BaseException, what: str) -> InputError:

@@ -20,6 +20,10 @@ class Task:
     `head_mask`: voxels outside the head become background (tissue labels in the noisy air of a scan are
     not anatomy). `brain_mask`: calls stay inside the brain (CSF, GM, WM) of a tissue model.
     `refine`: the tissue probabilities are refined by this scan's intensities (seqinv/inference/refine.py).
+    `one_brain`: the brain (every class but background) is kept as one connected piece with its holes
+    filled (`seqinv.inference.core.brain_component`): neck, tongue or eyes labelled apart from it go.
+    `output_suffix`: the BIDS-derivative suffix of its labels (`sub-01_<output_suffix>.nii.gz`) and
+    `volumes_csv` the default name of its cohort volumes CSV: tasks never overwrite each other's files.
     """
 
     name: str
@@ -30,6 +34,9 @@ class Task:
     brain_mask: bool
     description: str
     refine: bool = False
+    one_brain: bool = False
+    output_suffix: str = "dseg"
+    volumes_csv: str = "volumes.csv"
 
     @property
     def trainable(self) -> bool:
@@ -49,6 +56,7 @@ TASKS: dict[str, Task] = {
             brain_mask=False,
             description="brain tissue (0 background, 1 CSF, 2 GM, 3 WM)",
             refine=True,
+            one_brain=True,
         ),
         Task(
             "arc",
@@ -58,6 +66,8 @@ TASKS: dict[str, Task] = {
             head_mask=False,
             brain_mask=True,
             description="stroke lesions (0 background, 1 lesion); research only",
+            output_suffix="label-lesion_mask",
+            volumes_csv="lesion_volumes.csv",
         ),
         Task("denoise", "denoise", "denoise", (), False, False, "denoising (predicts the noise)"),
         Task("features", "features", "seqinv", (), False, False, "encoder features"),

@@ -2,7 +2,8 @@
 
 Serves `/{repo_id}/resolve/{revision}/{filename}` (GET and HEAD) with the headers huggingface_hub
 checks (ETag, X-Repo-Commit, Content-Length) and its `X-Error-Code` 404s (RepoNotFound,
-RevisionNotFound, EntryNotFound), plus `/api/models/{repo_id}/revision/{revision}`.
+RevisionNotFound, EntryNotFound), plus `/api/models/{repo_id}/revision/{revision}`. `connections`
+counts the TCP connections accepted, so a test can tell "no network at all" from "no request".
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self.connections = 0
+        self._server = _CountingServer(self, ("127.0.0.1", 0), _make_handler(self))
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -45,6 +47,16 @@ class FakeHub:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class _CountingServer(ThreadingHTTPServer):
+    def __init__(self, hub: FakeHub, address, handler) -> None:
+        self.hub = hub
+        super().__init__(address, handler)
+
+    def verify_request(self, request, client_address) -> bool:  # once per accepted connection
+        self.hub.connections += 1
+        return True
 
 
 def _make_handler(hub: FakeHub):
@@ -139,6 +151,7 @@ def fake_hub(fake_hub_server, tmp_path, monkeypatch):
 
     fake_hub_server.repos.clear()
     fake_hub_server.requests.clear()
+    fake_hub_server.connections = 0
     monkeypatch.setenv("HF_ENDPOINT", fake_hub_server.url)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))

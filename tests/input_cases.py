@@ -96,3 +96,18 @@ def write_raw_nifti(path, data, pixdim=(1.0, 1.0, 1.0), **fields):
     with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as fh:
         fh.write(payload)
     return path
+
+
+#: gzip defects `damage_gzip` makes: the trailer (CRC-32, then the size, 4 bytes each) wrong or cut off.
+GZIP_DEFECTS = ("crc", "length", "no_trailer")
+
+
+def damage_gzip(path, defect: str):
+    """Damage a gzip file's trailer; the deflate data stays intact, so only a full check can tell."""
+    data = bytearray(path.read_bytes())
+    if defect == "no_trailer":
+        data = data[:-8]
+    else:
+        data[-8 if defect == "crc" else -4] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path

@@ -2,6 +2,7 @@
 run with --skip-existing completes the rest."""
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -118,7 +119,8 @@ def _check_complete(out: Path, kind: str, suffixes: tuple[str, ...]) -> int:
 
 
 def _one_line(err: str, start: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("model ")]
+    """One line besides the model line and those of the cases that finished (`wrote ...`)."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("model ", "wrote "))]
     assert len(lines) == 1 and lines[0].startswith(start), err
     assert "Traceback" not in err
 
@@ -158,3 +160,72 @@ def test_sigterm_during_denoise_then_skip_existing_completes(tmp_path, tiny_mode
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert _check_complete(out, "desc-denoised", ("desc-denoised",)) == N_SCANS
+
+
+#: `seqinv` whose probabilities never finish: kill -9 finds a case half written, its temporary open.
+STUCK_PROBS = """
+import sys, time
+import seqinv.inference.files as files
+from seqinv.io import atomic_path
+
+def stuck(path, *args, **kwargs):
+    with atomic_path(path):
+        time.sleep(600)
+
+files.write_probabilities = stuck
+from seqinv.cli import main
+sys.argv = ["seqinv", *sys.argv[1:]]
+main()
+"""
+
+
+def _other_model(tiny_models: Path, folder: Path) -> Path:
+    from seqinv.models import SeqInvUNet
+
+    net = SeqInvUNet.from_pretrained(tiny_models / "seg")
+    for weight in net.parameters():
+        weight.data.mul_(1.5)
+    net.save_pretrained(folder)
+    return folder
+
+
+def _kill_9_mid_case(args: list, out: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())}
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_PROBS, *map(str, args)], env=env, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".*probseg*.tmp*")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait(timeout=60)
+
+
+def _run_ok(args: list) -> str:
+    proc = _start(args)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return err
+
+
+def test_kill_9_mid_overwrite_then_skip_existing_trusts_only_whole_cases(tmp_path, tiny_models):
+    save_nifti(tmp_path / "sub-01_T1w.nii.gz", scan_data((48, 48, 48)))
+    out, other = tmp_path / "out", _other_model(tiny_models, tmp_path / "other")
+    args = ["segment", tmp_path / "sub-01_T1w.nii.gz", "-o", out, "--probs"]
+    _run_ok([*args, "--model", tiny_models / "seg"])
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    _kill_9_mid_case([*args, "--model", other], out)
+    hidden = [p for p in out.iterdir() if p.name.startswith(".")]
+    assert {p.name.rsplit(".", 1)[-1] for p in hidden} >= {"seqinv-previous"}  # the mess kill -9 leaves
+    assert any(p.stat().st_mode & 0o777 == 0o600 for p in hidden)
+    assert (out / "sub-01_dseg.nii.gz").read_bytes() != first["sub-01_dseg.nii.gz"]
+
+    err = _run_ok([*args, "--model", tiny_models / "seg", "--skip-existing"])  # rolled back: whole again
+    assert "skipped " in err and {p.name: p.read_bytes() for p in out.iterdir()} == first
+    err = _run_ok([*args, "--model", other, "--skip-existing"])  # another model: made again
+    assert "wrote " in err
+    _no_temporaries(out)
+    meta = json.loads((out / "sub-01_dseg.json").read_text())
+    assert meta["model"]["location"] == str(other)
+    for kind in ("dseg", "probseg"):
+        digest = hashlib.sha256((out / f"sub-01_{kind}.nii.gz").read_bytes()).hexdigest()
+        assert meta["outputs_sha256"][kind] == digest

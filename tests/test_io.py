@@ -6,6 +6,7 @@ import warnings
 import nibabel as nib
 import numpy as np
 import pytest
+from input_cases import GZIP_DEFECTS, damage_gzip
 
 from seqinv.errors import InputError
 from seqinv.io import InputWarning, atomic_path, read_volume, write_volume
@@ -115,6 +116,31 @@ def test_bad_files_raise_one_clear_input_error(tmp_path, make, message):
     with pytest.raises(InputError, match=message) as info:
         read_volume(path)
     assert "\n" not in str(info.value)
+
+
+#: gzipped formats: the file to read, and the image type nibabel writes it with
+GZIPPED = {"a.nii.gz": nib.Nifti1Image, "a.mgz": nib.MGHImage, "a.img.gz": nib.Nifti1Pair}
+
+
+@pytest.mark.parametrize("defect", GZIP_DEFECTS)
+@pytest.mark.parametrize("name", list(GZIPPED))
+def test_a_damaged_gzip_trailer_is_one_clear_input_error(tmp_path, name, defect):
+    """nibabel reads only the bytes it needs: a bad CRC or a cut trailer went unnoticed."""
+    path = tmp_path / name
+    nib.save(GZIPPED[name](_noise(), np.eye(4)), path)
+    damage_gzip(path, defect)  # of a pair (a.hdr.gz + a.img.gz): the data file
+    with pytest.raises(InputError, match="compressed data is damaged") as info:
+        read_volume(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_valid_gzip_variants_still_read(tmp_path):
+    """Several gzip members (as `cat a.gz b.gz` makes) and zero padding after the last one are valid gzip."""
+    path = tmp_path / "a.nii.gz"
+    nib.save(nib.Nifti1Image(_noise(), np.eye(4)), path)
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]) + b"\0" * 512)
+    np.testing.assert_array_equal(read_volume(path).data, _noise())
 
 
 def test_write_volume_keeps_shape_affine_and_header(tmp_path):

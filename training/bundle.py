@@ -67,8 +67,8 @@ def bundle(export_dir: str | Path, name: str) -> str:
 def bundle_model(model_dir: str | Path, name: str, weights_root: str | Path | None = None) -> str:
     """Copy a saved model into `seqinv/weights/<name>/` (after a strict load) and return its sha256.
 
-    Prints the sha256 to put into the version's entry in seqinv/models/catalogue.py; until it is there,
-    loading the bundled copy fails its hash check.
+    Prints the sha256 of the weights and of config.json to put into the version's entry in
+    seqinv/models/catalogue.py; until they are there, loading the bundled copy fails its hash check.
     """
     from seqinv.models.factory import build_from_folder
 
@@ -87,8 +87,12 @@ def bundle_model(model_dir: str | Path, name: str, weights_root: str | Path | No
             shutil.copyfile(source / filename, target / filename)
     read_config(target)
     sha = file_sha256(target / WEIGHTS_NAME)
+    config_sha = file_sha256(target / CONFIG_NAME)
     print(f"bundled {name} in {target} ({(target / WEIGHTS_NAME).stat().st_size / 1e6:.1f} MB)")
-    print(f'set sha256 = "{sha}" in the catalogue entry of {entry.name} (seqinv/models/catalogue.py)')
+    print(
+        f'set sha256 = "{sha}" and config_sha256 = "{config_sha}" in the catalogue entry of '
+        f"{entry.name} (seqinv/models/catalogue.py)"
+    )
     return sha
 
 

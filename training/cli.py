@@ -22,8 +22,9 @@ HELP = {
     "data": "IXI-style folder (task ixi/denoise) or BIDS-style ARC folder (task arc); see docs/training.md.",
     "phantoms": "Number of phantoms in the training pool (built once, cached on disk); synthseg: label maps "
     "(at most 16).",
-    "phantom_source": "Phantoms: icbm (ICBM152-based, cached) or synthseg (whole heads from SynthSeg's label "
-    "maps, a new subject, contrast and acquisition per sample; docs/physics.md).",
+    "phantom_source": "Phantoms: icbm (ICBM152-based, cached), synthseg (whole heads from SynthSeg's label "
+    "maps, a new subject, contrast and acquisition per sample; docs/physics.md) or synth (the same heads "
+    "through the SynthSeg-grade generator, training/synth.py; maps 1-14, 15-16 kept for development).",
     "label_maps": "synthseg: folder of training_seg_01..18.nii.gz (default $SEQINV_LABEL_MAPS).",
     "random_contrast": "synthseg: share of samples with random per-tissue intensities instead of physics.",
     "clinical": "synthseg: share of samples acquired with thick slices (1-7 mm, random axis, gaps).",
@@ -31,6 +32,10 @@ HELP = {
     "under the cortex, as in real scans; labels stay WM).",
     "decoder_features": "Width of the full-resolution decoder stage (0: the encoder preset's). With --init "
     "from a narrower model the extra channels start silent, so training starts from that model's output.",
+    "physics_share": "synth: share of samples simulated with a physics sequence (the rest: a random "
+    "intensity and spread per label, as SynthSeg).",
+    "csf_rim_mm": "synth: extra-cerebral CSF (label 24) counts as CSF within this many mm of grey or white "
+    "matter, background beyond (docs/physics.md, the CSF convention).",
     "pv_max": "synthseg: largest partial-volume blur in voxels (drawn per sample in [0.3, pv-max]).",
     "preset": "Encoder size: tiny (tests), lite (bundled CPU models), mini (0.9 M), small (3.5 M), "
     "paper (40.6 M).",
@@ -40,6 +45,8 @@ HELP = {
     "steps": "Optimisation steps.",
     "lr": "AdamW learning rate (paper: 1e-3 pretraining, 5e-5 fine-tuning; small CPU runs like 1e-3).",
     "weight_decay": "AdamW weight decay.",
+    "warmup_steps": "Linear learning-rate warm-up over this many steps (for end-to-end runs from a trained "
+    "model: AdamW's first steps otherwise move every weight by about lr).",
     "temperature": "NT-Xent temperature.",
     "clip": "Gradient-norm clipping threshold.",
     "precision": "auto, fp32 or bf16 (auto picks bf16 only where the hardware has fast bf16).",

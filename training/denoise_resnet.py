@@ -333,7 +333,7 @@ def training_images(r: Recipe) -> list[torch.Tensor]:
 
 def train(r: Recipe, output: Path) -> None:
     from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
-    from training.loop import autocast
+    from training.loop import autocast, read_checkpoint
 
     if r.precision not in ("fp32", "bf16"):
         raise SystemExit(f"error: precision {r.precision!r} is not fp32 or bf16")
@@ -351,7 +351,7 @@ def train(r: Recipe, output: Path) -> None:
     start, best = 0, -math.inf
     last = output / "last.pt"
     if last.exists():  # resume
-        state = torch.load(last, weights_only=False)
+        state = read_checkpoint(last, fix="remove it to start over")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         start, best = state["step"], state["best"]
@@ -441,8 +441,9 @@ def export(checkpoint: Path, output: Path, command: str, recalibrate: int = 0) -
     averaged over that many training batches (`recalibrate_norms`) and the held-out validation redone."""
     from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
     from training.lineage import read_lineage
+    from training.loop import read_checkpoint
 
-    state = torch.load(checkpoint, weights_only=False)
+    state = read_checkpoint(checkpoint, fix="give another checkpoint")
     r = {**state["recipe"], "recalibrate_norms": recalibrate}  # the recipe of what is exported
     training = {
         "kind": "denoise",

@@ -12,8 +12,6 @@ import string
 from importlib import resources
 from pathlib import Path
 
-import torch
-
 from training.lineage import read_lineage
 
 TEMPLATE_NAME = "card_template.md"
@@ -133,6 +131,7 @@ def export(
     name: str = "",
 ) -> Path:
     """Checkpoint → Hub folder; metrics from an evaluate summary.csv go into config and card."""
+    from training.loop import read_checkpoint
     from training.options import command_line
 
     if _finished_model_folder(checkpoint):  # a run's final model, e.g. copied back without checkpoints
@@ -142,7 +141,7 @@ def export(
         state, path = {}, Path(checkpoint)
     else:
         path = find_checkpoint(checkpoint)
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = read_checkpoint(path, fix="give another checkpoint or run folder")
         model = model_from_checkpoint(state)
         if _run_output_of(checkpoint, state):
             # the run's own output holds what training did after its last checkpoint (arc's prior correction)

@@ -149,7 +149,7 @@ def start_from(unet, name_or_path: str, with_encoder: bool = False) -> None:
 
 
 def build_subjects(opts: FinetuneOptions):
-    if opts.phantom and opts.phantom_source == "synthseg":
+    if opts.phantom and opts.phantom_source in ("synthseg", "synth"):
         from training.head_phantoms import head_subjects
 
         subjects, desc = head_subjects(opts, Path(opts.cache_dir) if opts.cache_dir else default_cache_dir())
@@ -165,6 +165,29 @@ def build_subjects(opts: FinetuneOptions):
         desc = f"{opts.task} data from {opts.data}"
     kept = label_fraction(subjects, opts.label_fraction)
     return kept, f"{desc}; {len(kept)}/{len(subjects)} subjects ({opts.label_fraction:g} % labels)"
+
+
+def patch_maker(opts: FinetuneOptions, noise: NoiseConfig, data_device):
+    """The training-sample maker of the run's data source."""
+    if opts.phantom and opts.phantom_source == "synth":
+        from training.synth import SynthPatchMaker, synth_prior
+
+        return SynthPatchMaker(opts.patch_size, synth_prior(opts), sequence_kinds(opts.sequences))
+    maker_cls, head = PatchMaker, {}
+    if opts.phantom and opts.phantom_source == "synthseg":
+        from training.head_phantoms import HeadPatchMaker as maker_cls
+        from training.head_phantoms import head_sampling
+
+        head = {"head": head_sampling(opts)}
+    return maker_cls(
+        opts.task,
+        opts.patch_size,
+        AugmentConfig.finetune(),
+        noise,
+        device=data_device,
+        kinds=sequence_kinds(opts.sequences),
+        **head,
+    )
 
 
 def segment_loss(model, batch, class_weights):
@@ -197,21 +220,7 @@ def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool =
         model, params, optimizer, scheduler, start_step, before = loop.prepare_training(unet, opts, info, out)
 
         noise = NoiseConfig(opts.sigma_min, opts.sigma_max, opts.rician_prob)
-        maker_cls, head = PatchMaker, {}
-        if opts.phantom and opts.phantom_source == "synthseg":
-            from training.head_phantoms import HeadPatchMaker as maker_cls
-            from training.head_phantoms import head_sampling
-
-            head = {"head": head_sampling(opts)}
-        maker = maker_cls(
-            opts.task,
-            opts.patch_size,
-            AugmentConfig.finetune(),
-            noise,
-            device=data_device,
-            kinds=sequence_kinds(opts.sequences),
-            **head,
-        )
+        maker = patch_maker(opts, noise, data_device)
         data = loop.batches(
             PatchDataset(subjects, maker, opts.seed),
             start_step,

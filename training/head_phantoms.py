@@ -72,14 +72,17 @@ class HeadSubject:
             self.head = self.anatomy.kinds > 0  # not air
 
 
-def head_pool(count: int, folder: str = "", cache_dir=None) -> list[HeadSubject]:
-    """The first `count` of the 16 training label maps (`TRAINING_MAPS`; 17 and 18 are held out)."""
+def head_pool(count: int, folder: str = "", cache_dir=None, maps=None) -> list[HeadSubject]:
+    """The first `count` of `maps` (default `TRAINING_MAPS`, 1-16; the test maps 17 and 18 never)."""
     from seqinv.errors import ParameterError
     from seqinv.physics.anatomy import TRAINING_MAPS, load_anatomy
 
-    if not count >= 1:
-        raise ParameterError(f"--phantoms {count}: need at least 1 label map, e.g. --phantoms 16")
-    numbers = TRAINING_MAPS[:count]
+    maps = TRAINING_MAPS if maps is None else maps
+    if not 1 <= count <= len(maps):
+        raise ParameterError(
+            f"--phantoms {count}: need 1-{len(maps)} label maps, e.g. --phantoms {len(maps)}"
+        )
+    numbers = maps[:count]
     return [HeadSubject(f"synthseg-{n:02d}", load_anatomy(n, folder or None, cache_dir)) for n in numbers]
 
 
@@ -284,6 +287,18 @@ def head_sampling(opts) -> HeadSampling:
 
 
 def head_subjects(opts, cache_dir) -> tuple[list[HeadSubject], str]:
+    """The label-map pool: maps 1-16 for `synthseg`; for `synth` the fitting maps only (`FIT_MAPS`, 1-14:
+    15 and 16 choose checkpoints and parameters, 17 and 18 only measure)."""
+    from seqinv.physics.anatomy import FIT_MAPS
+
+    if opts.phantom_source == "synth":
+        subjects = head_pool(opts.phantoms, opts.label_maps, cache_dir, FIT_MAPS)
+        numbers = ", ".join(s.name.split("-")[-1] for s in subjects)
+        desc = (
+            f"SynthSeg whole-head label maps {numbers} through the SynthSeg-grade generator "
+            f"(training/synth.py; physics share {opts.physics_share:g}, CSF rim {opts.csf_rim_mm:g} mm)"
+        )
+        return subjects, desc
     subjects = head_pool(opts.phantoms, opts.label_maps, cache_dir)
     desc = (
         f"{len(subjects)} SynthSeg whole-head label maps (phantoms rendered per sample; random contrast "

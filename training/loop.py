@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,11 +39,18 @@ def autocast(precision: str, device: str):
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
-def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9):
-    """lr · (1 − step/total)^power (arXiv 2501.12057)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, 1.0 - step / max(1, total_steps)) ** power
-    )
+def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9, warmup: int = 0):
+    """lr · (1 − step/total)^power (arXiv 2501.12057), after a linear warm-up over `warmup` steps.
+
+    The warm-up is for fine-tuning a trained model: AdamW's first steps move every weight by about lr
+    whatever its gradient, and without it end-to-end runs from `ixi` 1.2 lost ground for hundreds of
+    steps at lr 1e-4 to 1e-3 (training/synth.py's first runs; docs/training.md)."""
+
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        return ramp * max(0.0, 1.0 - step / max(1, total_steps)) ** power
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def seed_everything(seed: int) -> None:
@@ -52,7 +60,10 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every generator's state as tensors, numbers and strings (checkpoints load with weights_only=True)."""
+    name, key, *rest = np.random.get_state()
+    numpy_state = (name, torch.from_numpy(key.astype(np.int64)), *rest)
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -60,7 +71,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    name, key, *rest = state["numpy"]  # key: a tensor, or a numpy array in earlier checkpoints
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -91,16 +103,43 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
-    """Restore model, optimizer, scheduler and RNG states; returns the checkpoint dict (with `step`)."""
+def read_checkpoint(path: Path, fix: str = "remove it or start without --resume") -> dict:
+    """A checkpoint's dict, never unpickling objects: tensors, numbers, strings and containers only
+    (`weights_only=True`), plus the numpy RNG key of checkpoints written before issue 31."""
     from seqinv.errors import InputError
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError) as err:
-        raise InputError(
-            f"cannot read checkpoint {path}: {err}; remove it or start without --resume"
-        ) from err
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # maybe an earlier checkpoint; the allowance below refuses anything else
+            state = _read_earlier_checkpoint(path)
+    except Exception as err:  # torch raises many types (unpickling, zip, truncation)
+        raise InputError(f"cannot read checkpoint {path}: {_reason(err)}; {fix}") from None
+    if not isinstance(state, dict):
+        raise InputError(f"cannot read checkpoint {path}: it holds no dict; {fix}")
+    return state
+
+
+def _read_earlier_checkpoint(path: Path) -> dict:
+    """Checkpoints before issue 31 hold the numpy RNG key as a uint32 array. Allowed for it: rebuilding an
+    ndarray and its uint32 dtype, nothing else (an array of objects needs other dtypes and is refused)."""
+    numpy_globals = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    with torch.serialization.safe_globals(numpy_globals):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _reason(err: BaseException) -> str:
+    """torch's reason in a few words (its messages run to paragraphs of advice to load unsafely)."""
+    text = " ".join(str(err).split())
+    found = re.search(r"Unsupported global: GLOBAL (\S+)|but got <class '([^']+)'>", text)
+    if found:
+        return f"it holds {found.group(1) or found.group(2)}, not plain data"
+    return text.split(". ")[0][:200] or type(err).__name__
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore model, optimizer, scheduler and RNG states; returns the checkpoint dict (with `step`)."""
+    state = read_checkpoint(path)
     _unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -120,7 +159,7 @@ def prepare_training(net, opts, info: DistInfo, out: Path):
     """
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-    scheduler = poly_schedule(optimizer, opts.steps)
+    scheduler = poly_schedule(optimizer, opts.steps, warmup=getattr(opts, "warmup_steps", 0))
     model = net
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(

@@ -94,7 +94,7 @@ def check_data_device(opts) -> None:
         raise ParameterError("--data-device cuda generates samples in the training process: use --workers 0")
 
 
-PHANTOM_SOURCES = ("icbm", "synthseg")
+PHANTOM_SOURCES = ("icbm", "synthseg", "synth")
 
 
 def check_phantom_source(opts) -> None:
@@ -110,8 +110,16 @@ def check_phantom_source(opts) -> None:
             raise ParameterError(f"--{name.replace('_', '-')} {getattr(opts, name)}: a rate in [0, 1]")
     if not 0.3 <= getattr(opts, "pv_max", 0.6) <= 3.0:
         raise ParameterError(f"--pv-max {opts.pv_max}: a blur in voxels in [0.3, 3]")
-    if opts.phantom_source == "synthseg" and opts.data_device == "cuda":
-        raise ParameterError("--phantom-source synthseg renders on the CPU: use --data-device cpu")
+    if opts.phantom_source in ("synthseg", "synth") and opts.data_device == "cuda":
+        raise ParameterError(
+            f"--phantom-source {opts.phantom_source} renders on the CPU: use --data-device cpu"
+        )
+    if opts.phantom_source == "synth" and getattr(opts, "task", "") != "ixi":
+        raise ParameterError("--phantom-source synth trains tissue segmentation: use it with --task ixi")
+    if not 0.0 <= getattr(opts, "physics_share", 0.0) <= 1.0:
+        raise ParameterError(f"--physics-share {opts.physics_share}: a rate in [0, 1]")
+    if not 0.0 <= getattr(opts, "csf_rim_mm", 1.5) <= 12.0:
+        raise ParameterError(f"--csf-rim-mm {opts.csf_rim_mm}: a distance in [0, 12] mm")
 
 
 def sequence_kinds(text: str) -> tuple[str, ...] | None:
@@ -139,9 +147,9 @@ def check_sequences(opts) -> None:
 def check_patch(patch_size: int) -> None:
     from seqinv.errors import ParameterError
 
-    if patch_size < 32 or patch_size % 16:
+    if patch_size < 32 or patch_size > 512 or patch_size % 16:
         raise ParameterError(
-            f"--patch-size {patch_size}: must be a multiple of 16 and >= 32 (the encoder halves 4 times); "
+            f"--patch-size {patch_size}: must be a multiple of 16 in [32, 512] (the encoder halves 4 times); "
             "e.g. 64 or 96"
         )
 
@@ -164,12 +172,15 @@ class FinetuneOptions:
     clinical: float = 0.5  # synthseg: share of thick-slice (clinical) acquisitions
     superficial_wm: float = 0.0  # synthseg: share of samples with darker WM under the cortex
     pv_max: float = 0.6  # synthseg: largest partial-volume blur (voxels; drawn in [0.3, pv_max])
+    physics_share: float = 0.2  # synth: share of physics-sequence samples (the rest: Gaussian mixture)
+    csf_rim_mm: float = 1.5  # synth: label 24 is CSF within this distance of GM/WM, background beyond
     label_fraction: float = 100.0
     sequences: str = ""  # comma-separated sequence kinds to simulate (seqinv.physics.priors); "": all
     patch_size: int = 64
     batch_size: int = 2
     steps: int = 1000
     lr: float = 5e-5
+    warmup_steps: int = 0  # linear lr warm-up (fine-tuning a trained model end to end)
     weight_decay: float = 0.01
     class_weights: str = ""  # comma-separated, one per class
     sigma_min: float = 0.05
@@ -208,6 +219,8 @@ class FinetuneOptions:
         check_data_device(self)
         check_phantom_source(self)
         check_sequences(self)
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ParameterError(f"--warmup-steps {self.warmup_steps}: in [0, --steps)")
         if self.dropout >= 1.0:
             raise ParameterError(f"--dropout {self.dropout}: must be < 1 (negative: the encoder's)")
         if self.decoder_features < 0:

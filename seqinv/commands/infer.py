@@ -15,7 +15,10 @@ _INPUTS = typer.Argument(
     None, help="Scans: files (.nii/.nii.gz/.nrrd/.mha), globs, folders or DICOM folders."
 )
 _OUTPUT = typer.Option(
-    None, "-o", "--output", help="Output file (one input) or folder (many). Default: next to each input."
+    None,
+    "-o",
+    "--output",
+    help="Output file (one input) or folder (many). Default: next to each input. Never an input.",
 )
 _MODEL = typer.Option(
     None,
@@ -32,7 +35,11 @@ _SW_BATCH = typer.Option(2, "--sw-batch-size", help="Windows per forward pass.")
 _TTA = typer.Option(False, "--tta", help="Average over flips (4 passes: slower, slightly smoother).")
 _FAST = typer.Option(False, "--fast", help="Lower overlap (0.25) and no TTA.")
 _THREADS = typer.Option(None, help="CPU threads (default: torch's).")
-_SKIP = typer.Option(False, "--skip-existing", help="Skip inputs whose outputs (and sidecar) already exist.")
+_SKIP = typer.Option(
+    False,
+    "--skip-existing",
+    help="Skip inputs whose outputs exist and match their sidecar (same model, input bytes and options).",
+)
 _EXAMPLE = typer.Option(False, "--example", help="Run on the bundled example T1w volume.")
 _VOLUME = typer.Option(None, "--volume", help="4D inputs: the volume to process (0 is the first).")
 
@@ -63,7 +70,7 @@ def _inputs(inputs: list[str] | None, example: bool) -> list[Path]:
         return [EXAMPLE]
     if not inputs:
         raise InputError("no input scans given; pass files, globs or folders (or --example)")
-    return expand_inputs(inputs)
+    return expand_inputs(inputs, lambda line: _log(f"note: {line}"))
 
 
 def _default_output(output: str | None, example: bool) -> str | None:
@@ -92,7 +99,8 @@ def segment(
     volumes: str = typer.Option(
         None,
         "--volumes",
-        help="Cohort CSV of per-class volumes in mL (default: volumes.csv next to the outputs).",
+        help="Cohort CSV of per-class volumes in mL (default next to the outputs: volumes.csv, arc: "
+        "lesion_volumes.csv).",
     ),
     qc: str = typer.Option(
         None, "--qc", help="PNG montage with the labels overlaid (a folder for many inputs)."
@@ -100,7 +108,8 @@ def segment(
     no_head_mask: bool = typer.Option(
         False,
         "--no-head-mask",
-        help="Keep tissue labels outside the head (by default the air around it is background).",
+        help="Keep tissue labels outside the head and apart from the brain (by default the air around the "
+        "head is background, and so is tissue not connected to the brain).",
     ),
     no_refine: bool = typer.Option(
         False,

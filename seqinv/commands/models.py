@@ -58,23 +58,29 @@ def info(
         None, help="Hub cache folder (default: HF_HUB_CACHE or ~/.cache/huggingface)."
     ),
 ) -> None:
-    """Where a model lives, its pinned revision and sha256, and its input contract (no network)."""
+    """Where a model lives, its pinned revision and sha256s, and its input contract (no network)."""
     from seqinv.models.catalogue import resolve
-    from seqinv.models.sources import bundled_folder
+    from seqinv.models.sources import bundled_folder, bundled_name, pin_mismatch
     from seqinv.models.weights import WEIGHTS_NAME, read_config
 
     entry = resolve(name)
     typer.echo(f"name:        {entry.ref} ({entry.kind}, task {entry.task}) - {entry.description}")
-    typer.echo(f"hub repo:    {entry.repo_id} @ {entry.revision}")
+    commit = f" (commit {entry.commit})" if entry.commit else ""
+    typer.echo(f"hub repo:    {entry.repo_id} @ {entry.revision}{commit}")
     typer.echo(f"sha256:      {entry.sha256 or 'not pinned'}")
+    typer.echo(f"config:      sha256 {entry.config_sha256 or 'not pinned'}")
     bundled = bundled_folder(entry)
     if bundled:
         size_mb = (bundled / WEIGHTS_NAME).stat().st_size / 1e6
-        typer.echo(f"bundled:     seqinv/weights/{entry.name} ({size_mb:.1f} MB)")
+        typer.echo(f"bundled:     seqinv/weights/{bundled_name(entry)} ({size_mb:.1f} MB)")
     else:
         typer.echo("bundled:     no")
-    cached = _cached_folder(entry.repo_id, entry.revision, cache_dir)
-    typer.echo(f"hub cache:   {cached or f'no (run `seqinv models download {entry.ref}`)'}")
+    cached = _cached_folder(entry.repo_id, entry.hub_revision, cache_dir)
+    if cached and pin_mismatch(entry, cached):  # never show the contract of files that would be refused
+        typer.echo(f"hub cache:   {cached} is not the published version; delete it and download again")
+        cached = None
+    else:
+        typer.echo(f"hub cache:   {cached or f'no (run `seqinv models download {entry.ref}`)'}")
     folder = bundled or cached
     if folder is None:
         return
@@ -97,7 +103,8 @@ def download(
     ),
     token: str = typer.Option(None, help="Hub token for private repos (default: the saved login)."),
 ) -> None:
-    """Download into the Hub cache and verify (strict load, sha256); HF_HUB_OFFLINE=1 then works."""
+    """Download into the Hub cache and verify (strict load, sha256 of weights and config), even for a
+    bundled version (which loads without the Hub anyway); HF_HUB_OFFLINE=1 then works."""
     from seqinv.errors import WeightsError
     from seqinv.models import catalogue
     from seqinv.models.factory import load_model

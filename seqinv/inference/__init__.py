@@ -2,6 +2,7 @@
 
 from seqinv.inference import segment, segment_files
 result = segment("sub-01_T1w.nii.gz", task="ixi")   # SegmentResult in memory: .labels, .volumes_ml, ...
+                                                    # (.probs with probs=True, else None)
 segment_files("sub-01_T1w.nii.gz", "out/")           # the files `seqinv segment` writes
 """
 
@@ -78,6 +79,8 @@ def segment(
     **settings,
 ) -> SegmentResult | list[SegmentResult]:
     """Segment one scan (path or `Volume`) or a list; `model` is a name, folder, or a loaded model.
+
+    The result holds labels and volumes; class probabilities (`.probs`) only with `probs=True`.
 
     `brain_model` (task arc): the tissue model whose brain (CSF, GM, WM) bounds the lesion calls;
     "auto" is `ixi`, None turns the mask off. `volume` picks one volume (0-based) of 4D inputs.

@@ -184,7 +184,8 @@ def segment_volume(
 
     `task` (default: the one the model's config records) sets the masking rules of seqinv/tasks.py.
     `head_mask` (default: the task's; on for `ixi`, off for `arc`) labels as background everything
-    outside the head (`head_region`): tissue labels in the noisy air of a scan are not anatomy.
+    outside the head (`head_region`): tissue labels in the noisy air of a scan are not anatomy; for a
+    task with `one_brain` (ixi) it also keeps only the brain's largest connected piece (`keep_one_brain`).
     `brain_model` (a tissue model, e.g. `ixi`) labels as background everything it calls background, so a
     lesion model's calls stay inside the brain (CSF, GM, WM).
     `refine` (default: the task's; on for `ixi`) refines the tissue probabilities by the scan's own
@@ -215,6 +216,8 @@ def segment_volume(
     with timer.stage("postprocess"):
         if head_mask:
             _background_outside(model_probs, head_region(image[0, 0].numpy()))
+            if spec and spec.one_brain:
+                keep_one_brain(model_probs)
         if brain is not None:
             _background_outside(model_probs, brain)
         if grid == "model":
@@ -268,6 +271,32 @@ def _background_outside(model_probs: np.ndarray, inside: np.ndarray) -> None:
     np.maximum(model_probs[0], ~inside, out=model_probs[0])
 
 
+def brain_component(labelled: np.ndarray) -> np.ndarray:
+    """The largest face-connected piece of a brain mask, its holes filled (as SynthSeg's and brainchop's
+    clean-up): tissue called in the neck, tongue or orbits apart from the brain goes."""
+    from scipy import ndimage
+
+    pieces, count = ndimage.label(labelled)
+    if count <= 1:
+        return ndimage.binary_fill_holes(labelled)
+    sizes = np.bincount(pieces.ravel())
+    sizes[0] = 0
+    return ndimage.binary_fill_holes(pieces == int(np.argmax(sizes)))
+
+
+def keep_one_brain(model_probs: np.ndarray) -> None:
+    """Background outside the brain's largest piece; inside its filled holes, the likeliest brain class."""
+    labelled = np.argmax(model_probs, axis=0) > 0
+    if not labelled.any():
+        return
+    brain = brain_component(labelled)
+    _background_outside(model_probs, brain)
+    hole = brain & ~labelled
+    if hole.any():  # a hole: the net's own likeliest tissue class
+        model_probs[0][hole] = 0.0
+        model_probs[:, hole] /= np.maximum(model_probs[:, hole].sum(0), 1e-12)
+
+
 def class_probabilities(net: Any, image: Any, settings: InferenceSettings, device: Any) -> np.ndarray:
     """Softmax of a segmentation net over a preprocessed model-grid image, (C, X, Y, Z)."""
     import torch
@@ -302,7 +331,8 @@ def brain_region(image: Any, tissue_model: Any, settings: InferenceSettings) -> 
     """Voxels a tissue model labels CSF, GM or WM (inside the head) on a preprocessed model-grid image."""
     net, device, _ = _setup(tissue_model, settings)
     tissue = class_probabilities(net, image, settings, device)
-    return (np.argmax(tissue, axis=0) > 0) & head_region(image[0, 0].numpy())
+    inside = (np.argmax(tissue, axis=0) > 0) & head_region(image[0, 0].numpy())
+    return brain_component(inside) if inside.any() else inside
 
 
 def _label_names(config: Any, channels: int) -> list[str]:

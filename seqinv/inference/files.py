@@ -7,6 +7,9 @@ going when one fails, and `segment_files` keeps the cohort volumes CSV.
 
     from seqinv.inference.files import segment_files
     segment_files(["sub-01_T1w.nii.gz"], "out/", task="ixi")   # out/sub-01_dseg.nii.gz, .json, volumes.csv
+
+No output ever replaces an input; each task names its outputs apart (`Task.output_suffix`); each sidecar
+records the input's sha256, the options and each output's sha256, which `skip_existing` checks.
 """
 
 from __future__ import annotations
@@ -17,19 +20,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from seqinv.errors import InputError, ParameterError
+from seqinv.errors import InputError, ParameterError, SeqInvError
 from seqinv.inference.batch import (
     BatchSummary,
     check_writable,
     expand_inputs,
+    file_sha256,
     model_metadata,
     plan_outputs,
+    refuse_overwriting,
     run_cases,
     sibling,
     sidecar,
     sidecar_path,
+    trusted,
     update_csv,
     write_json,
+    writing_into,
 )
 from seqinv.inference.core import (
     GRIDS,
@@ -96,8 +103,58 @@ def record_meta(record) -> dict:
 
 
 def volumes_row(src: Path, dst: Path, volumes_ml: dict) -> dict:
-    """One row of the cohort volumes CSV."""
-    return {"input": str(src), "dseg": str(dst), **{f"{k}_ml": f"{v:.3f}" for k, v in volumes_ml.items()}}
+    """One row of the cohort volumes CSV, keyed by the input's absolute path (however it was typed)."""
+    volumes = {f"{k}_ml": f"{v:.3f}" for k, v in volumes_ml.items()}
+    return {"input": str(src.resolve()), "dseg": str(dst.resolve()), **volumes}
+
+
+def probs_path(dst: Path, task: str) -> Path:
+    """The probabilities beside the labels: 'x_dseg' -> 'x_probseg', 'x_label-lesion_mask' ->
+    'x_label-lesion_probseg'."""
+    return sibling(dst, "_" + _labels_kind(task), "_probseg")
+
+
+def segment_outputs(dst: Path, task: str, probs: bool, qc: str | Path | None) -> dict[str, Path]:
+    """kind -> file of one segmentation case (the sidecar aside)."""
+    files = {"dseg": dst}
+    if probs:
+        files["probseg"] = probs_path(dst, task)
+    if qc:
+        files["qc"] = Path(qc)
+    return files
+
+
+def _labels_kind(task: str) -> str:
+    return get_task(task).output_suffix.rpartition("_")[2]  # "dseg", "mask"
+
+
+def segment_options(task, volume, grid, head_mask, refine, brain_source, settings) -> dict:
+    """The options a sidecar records and `--skip-existing` matches: those that change the labels."""
+    return {
+        "task": task,
+        "input_volume": volume,
+        "grid": grid,
+        "head_mask": head_mask,
+        "refine": refine,
+        "brain_mask_model": getattr(brain_source, "sha256", None),
+        "overlap": settings.overlap,
+        "tta": settings.tta,
+    }
+
+
+def denoise_options(sigma, volume, passes, nonlocal_stage, settings) -> dict:
+    return {
+        "input_volume": volume,
+        "sigma": sigma,
+        "passes": passes,
+        "nonlocal_stage": nonlocal_stage,
+        "overlap": settings.overlap,
+        "tta": settings.tta,
+    }
+
+
+def embed_options(volume, settings) -> dict:
+    return {"input_volume": volume, "overlap": settings.overlap}
 
 
 def _timed_read(src: Path, volume_index: int | None) -> tuple[Volume, float]:
@@ -127,12 +184,15 @@ def segment_file(
     refine: bool | None = None,
     grid: str = "input",
 ) -> dict:
-    """Segment `src` into `dst` (labels), its `_probseg` sibling (`probs`), `qc` (PNG) and the sidecar.
+    """Segment `src` into `dst` (labels), its `_probseg` sibling (`probs`), `qc` (PNG) and the sidecar;
+    an output that would replace `src` is refused.
 
     Returns the sidecar's content. `source`/`brain_source` are the `ModelSource`s of the models;
     `volume` picks one volume (0-based) of a 4D input; `refine` and `grid` see `segment_volume`.
     """
     src, dst = Path(src), Path(dst)
+    refuse_overwriting([src], [*segment_outputs(dst, task, probs, qc).values(), sidecar_path(dst)])
+    digest = file_sha256(src)  # before anything is written
     image, read_s = _timed_read(src, volume)
     result = segment_volume(
         image, net, settings, probs, head_mask, brain_model=brain_model, task=task, refine=refine, grid=grid
@@ -141,9 +201,8 @@ def segment_file(
     write_labels(dst, result.labels, image, result.affine)
     extra_files = {}
     if probs:
-        probs_path = sibling(dst, "_dseg", "_probseg")
-        write_probabilities(probs_path, result.probs, image, result.affine)
-        extra_files["probseg"] = str(probs_path)
+        write_probabilities(probs_path(dst, task), result.probs, image, result.affine)
+        extra_files["probseg"] = str(probs_path(dst, task))
     if qc is not None:
         write_qc(Path(qc), result)
         extra_files["qc"] = str(qc)
@@ -151,6 +210,7 @@ def segment_file(
     meta = sidecar(
         "segment",
         src,
+        digest,
         source,
         result.info,
         {
@@ -164,6 +224,7 @@ def segment_file(
             "brain_mask_model": model_metadata(brain_source) if brain_source else None,
             "intensity_refinement": result.refinement,
         },
+        segment_options(task, volume, grid, head_mask, refine, brain_source, settings),
     )
     write_json(sidecar_path(dst), meta)
     return meta
@@ -182,6 +243,8 @@ def denoise_file(
 ) -> dict:
     """Denoise `src` into `dst` (input grid, header and intensity scale) with its sidecar."""
     src, dst = Path(src), Path(dst)
+    refuse_overwriting([src], [dst, sidecar_path(dst)])
+    digest = file_sha256(src)
     image, read_s = _timed_read(src, volume)
     result = denoise_volume(image, net, settings, sigma=sigma, passes=passes, nonlocal_stage=nonlocal_stage)
     start = time.perf_counter()
@@ -190,6 +253,7 @@ def denoise_file(
     meta = sidecar(
         "denoise",
         src,
+        digest,
         source,
         result.info,
         {
@@ -205,6 +269,7 @@ def denoise_file(
             if result.record is not None
             else {"resampled": False, "grid": "input"},
         },
+        denoise_options(sigma, volume, passes, nonlocal_stage, settings),
     )
     write_json(sidecar_path(dst), meta)
     return meta
@@ -222,6 +287,8 @@ def embed_file(
     import numpy as np
 
     src, dst = Path(src), Path(dst)
+    refuse_overwriting([src], [dst, sidecar_path(dst)])
+    digest = file_sha256(src)
     result = embed_volume(read_volume(src, volume=volume), net, settings)
     if dst.name.lower().endswith(NIFTI_OUT):
         write_volume(dst, result.dense.transpose(1, 2, 3, 0), result.dense_affine, None, "float32")
@@ -237,6 +304,7 @@ def embed_file(
     meta = sidecar(
         "embed",
         src,
+        digest,
         source,
         result.info,
         {
@@ -246,18 +314,19 @@ def embed_file(
             "dense_affine": result.dense_affine,
             "outputs": {"features": str(dst)},
         },
+        embed_options(volume, settings),
     )
     write_json(sidecar_path(dst), meta)
     return meta
 
 
 # ------------------------------------------------------------------------------------------ many scans
-def _paths(inputs: str | Path | Sequence) -> list[Path]:
-    """Strings are expanded (globs, folders); `Path`s are taken as they are."""
+def _paths(inputs: str | Path | Sequence, log: Log | None = None) -> list[Path]:
+    """Strings are expanded (globs, folders, leaving out seqinv outputs); `Path`s are taken as they are."""
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     if items and all(isinstance(i, Path) for i in items):
         return list(dict.fromkeys(items))
-    return expand_inputs([str(i) for i in items])
+    return expand_inputs([str(i) for i in items], (lambda line: log(f"note: {line}")) if log else None)
 
 
 def _settings(settings: InferenceSettings | dict | None) -> InferenceSettings:
@@ -276,25 +345,38 @@ def _load(task: str, model: Any, log: Log | None, check_task: bool = True):
     return net, source
 
 
-def _exists(enabled: bool, volume: int | None = None):
-    """`--skip-existing`: the output and its sidecar exist, made from the same `--volume` of the input."""
+def _skip(enabled: bool, source: Any, options: dict, files: Callable[[Path], dict[str, Path]]):
+    """`--skip-existing`: skip a case only when `trusted` (its files and sidecar agree with this run)."""
 
     def skip(src: Path, dst: Path) -> bool:
-        if not (enabled and dst.exists() and sidecar_path(dst).exists()):
-            return False
-        if volume is None:
-            return True
-        try:
-            meta = json.loads(sidecar_path(dst).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        return meta.get("input_volume") == volume
+        return enabled and trusted(src, dst, source, options, files(dst)) is not None
 
     return skip
 
 
-def qc_targets(qc: str | Path | None, paths: list[Path], targets: list[Path]) -> dict[Path, Path] | None:
-    """input -> QC PNG: `qc` names one PNG (one input) or a folder."""
+def _seconds(meta: dict) -> str:
+    timings = meta.get("timings_s", {})
+    return f"{timings.get('total', sum(timings.values())):.1f} s"
+
+
+def _wrote(dst: Path, meta: dict) -> str:
+    others = [kind for kind in meta.get("outputs", {}) if Path(meta["outputs"][kind]) != dst]
+    return f"wrote {dst} (+ {', '.join(['sidecar', *others])}) in {_seconds(meta)}"
+
+
+def _wrote_labels(dst: Path, meta: dict) -> str:
+    volumes = list(meta["volumes_ml"].items())[1:]  # not the background
+    return f"{_wrote(dst, meta)}: " + ", ".join(f"{name} {ml:.3f} mL" for name, ml in volumes)
+
+
+def _wrote_denoised(dst: Path, meta: dict) -> str:
+    return f"{_wrote(dst, meta)}: noise sigma {meta['noise_sigma']:.4g} ({meta['noise_sigma_source']})"
+
+
+def qc_targets(
+    qc: str | Path | None, paths: list[Path], targets: list[Path], task: str = "ixi"
+) -> dict[Path, Path] | None:
+    """input -> QC PNG: `qc` names one PNG (one input) or a folder ('x_qc.png', 'x_label-lesion_qc.png')."""
     if not qc:
         return None
     qc_path = Path(qc)
@@ -305,8 +387,9 @@ def qc_targets(qc: str | Path | None, paths: list[Path], targets: list[Path]) ->
         raise InputError(f"--qc {qc} names one PNG but {len(paths)} inputs were given; give a folder")
     qc_path.mkdir(parents=True, exist_ok=True)
     check_writable(qc_path)
+    kind = "_" + _labels_kind(task)
     return {
-        p: qc_path / f"{strip_suffix(t).removesuffix('_dseg')}_qc.png"
+        p: qc_path / f"{strip_suffix(t).removesuffix(kind)}_qc.png"
         for p, t in zip(paths, targets, strict=True)
     }
 
@@ -321,6 +404,29 @@ def brain_mask_model(task: str, brain_model: Any, log: Log | None = None):
     net, source = _load(BRAIN_TASK, None if brain_model == "auto" else brain_model, log, check_task=False)
     check_tissue_model(net.config)
     return net, source
+
+
+def _volumes_csv(volumes: str | Path | None, targets: list[Path], task: str) -> Path:
+    """`--volumes`, or the task's CSV (volumes.csv, lesion_volumes.csv) beside the first output."""
+    if not volumes:
+        return targets[0].parent / get_task(task).volumes_csv
+    path = Path(volumes)
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise InputError(f"--volumes {volumes}: folder {path.parent} does not exist; create it first")
+    return path
+
+
+def _save_volumes(path: Path, rows: list[dict], strict: bool = True) -> None:
+    """Rows of the finished cases (a case cut short left no labels) into the CSV; not `strict` (the run is
+    failing already), a failed write is dropped so that the first error is the one reported."""
+    rows = [row for row in rows if Path(row["dseg"]).is_file()]
+    if not rows:
+        return
+    try:
+        update_csv(path, rows)
+    except SeqInvError:
+        if strict:
+            raise
 
 
 def segment_files(
@@ -343,34 +449,41 @@ def segment_files(
 ) -> BatchSummary:
     """Segment scans as `seqinv segment` does: labels, sidecars, optional probabilities and QC, volumes CSV.
 
-    `output` is a file (one input) or a folder (default: next to each input); `volumes` the cohort CSV
-    (default: volumes.csv beside the outputs); `model` a name, folder, Hub repo or loaded model;
-    `brain_model` (task arc) the tissue model bounding lesion calls ("auto": ixi, None: no mask).
-    `log` receives the one-line model descriptions; `progress` draws a bar on a terminal; `volume`
-    picks one volume (0-based) of 4D inputs; `refine` (default: the task's) the intensity refinement of
-    tissue labels (`seqinv.inference.refine`); `grid` "input" (default) or "model": the labels on the
-    model's 1 mm grid (finer than a thick-slice scan's own).
-    Returns the `BatchSummary` (`results` maps each input to its sidecar).
+    `output` is a file (one input) or a folder (default: next to each input); the labels are named by the
+    task (`x_dseg.nii.gz`, `x_label-lesion_mask.nii.gz`); `volumes` the cohort CSV (default: the task's,
+    volumes.csv or lesion_volumes.csv, beside the outputs); `model` a name, folder, Hub repo or loaded
+    model; `brain_model` (task arc) the tissue model bounding lesion calls ("auto": ixi, None: no mask).
+    `log` receives the one-line model descriptions (and a note on seqinv outputs left out of folders);
+    `progress` prints what each case wrote and draws a bar on a terminal; `volume` picks one volume
+    (0-based) of 4D inputs; `refine` (default: the task's) the intensity refinement of tissue labels
+    (`seqinv.inference.refine`); `grid` "input" (default) or "model": the labels on the model's 1 mm grid
+    (finer than a thick-slice scan's own). `skip_existing` skips a case whose files and sidecar agree with
+    this run (`seqinv.inference.batch.trusted`). Returns the `BatchSummary` (`results`: input -> sidecar).
     """
     if task not in SEGMENT_TASKS:
         raise ParameterError(f"unknown task {task!r} for segment; expected one of {', '.join(SEGMENT_TASKS)}")
     if grid not in GRIDS:
         raise ParameterError(f"--grid {grid!r} is not one of {', '.join(GRIDS)}")
     settings = _settings(settings)
-    paths = _paths(inputs)
-    targets = plan_outputs(paths, None if output is None else str(output), "dseg", NIFTI_OUT)
-    qc_paths = qc_targets(qc, paths, targets)
-    csv_path = Path(volumes) if volumes else targets[0].parent / "volumes.csv"
-    if volumes and not (csv_path.parent if str(csv_path.parent) else Path(".")).is_dir():
-        raise InputError(f"--volumes {volumes}: folder {csv_path.parent} does not exist; create it first")
+    paths = _paths(inputs, log)
+    targets = plan_outputs(
+        paths, None if output is None else str(output), get_task(task).output_suffix, NIFTI_OUT
+    )
+    qc_paths = qc_targets(qc, paths, targets, task) or {}
+    csv_path = _volumes_csv(volumes, targets, task)
+    pairs = list(zip(paths, targets, strict=True))
+    writes = [[*segment_outputs(t, task, probs, qc_paths.get(p)).values(), sidecar_path(t)] for p, t in pairs]
+    refuse_overwriting(paths, [f for files in writes for f in files] + [csv_path])
+    # a killed run may have left any file of a case, probabilities too
+    cases = [[*segment_outputs(t, task, True, qc_paths.get(p)).values(), sidecar_path(t)] for p, t in pairs]
     brain_net, brain_source = brain_mask_model(task, brain_model, log)  # options are checked first
     net, source = _load(task, model, log)
     if brain_net is not None:
         check_brain_model(brain_net.config, net.config)  # once, not for every input
+    options = segment_options(task, volume, grid, head_mask, refine, brain_source, settings)
     rows: list[dict] = []
 
     def process(src: Path, dst: Path) -> dict:
-        qc_path = qc_paths[src] if qc_paths is not None else None
         meta = segment_file(
             src,
             dst,
@@ -379,7 +492,7 @@ def segment_files(
             settings,
             task,
             probs,
-            qc_path,
+            qc_paths.get(src),
             head_mask,
             brain_net,
             brain_source,
@@ -391,18 +504,22 @@ def segment_files(
         return meta
 
     def skip(src: Path, dst: Path) -> bool:
-        if not _exists(skip_existing, volume)(src, dst):
+        if not skip_existing:
             return False
-        meta = json.loads(sidecar_path(dst).read_text(encoding="utf-8"))
-        rows.append(volumes_row(src, dst, meta.get("volumes_ml", {})))
-        return True
+        meta = trusted(src, dst, source, options, segment_outputs(dst, task, probs, qc_paths.get(src)))
+        if meta is not None:
+            rows.append(volumes_row(src, dst, meta.get("volumes_ml", {})))
+            return True
+        return False
 
     try:
-        return run_cases(paths, targets, process, skip, "segment", progress)
-    finally:  # interrupted too: the CSV holds every finished scan (a case cut short left no dseg)
-        rows = [row for row in rows if Path(row["dseg"]).is_file()]
-        if rows:
-            update_csv(csv_path, rows)
+        with writing_into(cases):
+            summary = run_cases(paths, targets, process, skip, "segment", progress, _wrote_labels)
+    except BaseException:  # interrupted too: the CSV holds every finished scan
+        _save_volumes(csv_path, rows, strict=False)
+        raise
+    _save_volumes(csv_path, rows)
+    return summary
 
 
 def denoise_files(
@@ -428,16 +545,21 @@ def denoise_files(
         raise ParameterError(f"--sigma {sigma} must be > 0 (noise std in the input's intensity units)")
     if passes is not None:
         check_passes(passes)
-    paths = _paths(inputs)
+    paths = _paths(inputs, log)
     net, source = _load("denoise", model, log)
     check_denoise_passes(net, passes)  # refuse --passes / --nonlocal for a research model before any
     denoise_stage(net, nonlocal_stage)  # output folder exists
     targets = plan_outputs(paths, None if output is None else str(output), "denoised", NIFTI_OUT)
+    cases = [[t, sidecar_path(t)] for t in targets]
+    refuse_overwriting(paths, [f for files in cases for f in files])
+    options = denoise_options(sigma, volume, passes, nonlocal_stage, settings)
 
     def process(src: Path, dst: Path) -> dict:
         return denoise_file(src, dst, net, source, settings, sigma, volume, passes, nonlocal_stage)
 
-    return run_cases(paths, targets, process, _exists(skip_existing, volume), "denoise", progress)
+    skip = _skip(skip_existing, source, options, lambda dst: {"denoised": dst})
+    with writing_into(cases):
+        return run_cases(paths, targets, process, skip, "denoise", progress, _wrote_denoised)
 
 
 def embed_files(
@@ -452,11 +574,15 @@ def embed_files(
 ) -> BatchSummary:
     """Encoder features as `seqinv embed` writes them (.npz or .nii.gz per input, with sidecars)."""
     settings = _settings(settings)
-    paths = _paths(inputs)
+    paths = _paths(inputs, log)
     targets = plan_outputs(paths, None if output is None else str(output), "features", FEATURE_OUT)
+    cases = [[t, sidecar_path(t)] for t in targets]
+    refuse_overwriting(paths, [f for files in cases for f in files])
     net, source = _load("features", model, log)
 
     def process(src: Path, dst: Path) -> dict:
         return embed_file(src, dst, net, source, settings, volume)
 
-    return run_cases(paths, targets, process, _exists(skip_existing, volume), "embed", progress)
+    skip = _skip(skip_existing, source, embed_options(volume, settings), lambda dst: {"features": dst})
+    with writing_into(cases):
+        return run_cases(paths, targets, process, skip, "embed", progress, _wrote)

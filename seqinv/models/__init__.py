@@ -1,7 +1,7 @@
 """SeqInv networks and their weights, as one chain (each module imports only those above it):
 
 catalogue (published versions, pure data) -> weights (model folders: read, write, strict load, hash)
--> sources (local folder, Hub, cache, bundled copy) -> hub (the save/load mixin) -> networks -> factory.
+-> sources (local folder, bundled copy, Hub, cache) -> hub (the save/load mixin) -> networks -> factory.
 """
 
 from seqinv.models.catalogue import CATALOGUE, PublishedModel, resolve

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +36,22 @@ PRESETS: dict[str, tuple[tuple[int, int, int, int, int], int]] = {
 DEFAULT_WINDOW: tuple[int, int, int] = (96, 96, 96)
 
 DEFAULT_NORMALIZATION = {"type": "percentile_zscore", "lower": 0.5, "upper": 99.5}
+
+# Allowed ranges of config values: a config.json outside them (a typo, a tampered file) would otherwise
+# end in a traceback deep in torch, or in an allocation of hundreds of GiB, instead of one line.
+#: Channels of one layer (the paper's widest stage: 768).
+WIDTH_RANGE = (1, 2048)
+IN_CHANNELS_RANGE = (1, 16)
+#: Output channels (segmentation classes).
+OUT_CHANNELS_RANGE = (1, 512)
+#: Hidden convolutions of a residual denoiser (the bundled one: 10).
+DENOISER_DEPTH_RANGE = (2, 64)
+#: Model grid spacing (mm): finer than 0.25 mm multiplies a head's grid by > 64 against 1 mm.
+SPACING_RANGE_MM = (0.25, 10.0)
+#: Sliding-window size per axis (voxels): the encoder halves 4 times; 512 covers a head at 0.5 mm.
+PATCH_RANGE = (16, 512)
+NORMALIZATIONS = ("percentile_zscore", "percentile_scale")
+ZSCORE_MODES = (None, False, True, "foreground", "all")
 
 
 @dataclass
@@ -69,10 +88,10 @@ class ModelConfig:
     nonlocal_stage: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        self.features = tuple(int(f) for f in self.features)
-        self.spacing_mm = tuple(float(s) for s in self.spacing_mm)
-        self.patch_size = tuple(int(p) for p in self.patch_size)
-        self.labels = list(self.labels)
+        self.features = tuple(int(f) for f in _items("features", self.features, _is_int, "integers"))
+        self.spacing_mm = tuple(float(s) for s in _items("spacing_mm", self.spacing_mm, _is_real, "numbers"))
+        self.patch_size = tuple(int(p) for p in _items("patch_size", self.patch_size, _is_int, "integers"))
+        self.labels = _items("labels", self.labels, lambda v: isinstance(v, str), "strings")
         self.validate()
 
     @classmethod
@@ -87,6 +106,12 @@ class ModelConfig:
         return cls(**values)
 
     def validate(self) -> None:
+        """Kinds, then sizes, then the input contract; each refusal names the field, value and range."""
+        self._validate_kinds()
+        self._validate_sizes()
+        self._validate_input()
+
+    def _validate_kinds(self) -> None:
         if self.arch not in ARCHS:
             raise ParameterError(f"arch {self.arch!r} is not one of {ARCHS}")
         if self.task not in CONFIG_TASKS:
@@ -98,26 +123,35 @@ class ModelConfig:
                 f"task_name {self.task_name!r} needs task {TASKS[self.task_name].config_task!r}, "
                 f"not {self.task!r}"
             )
-        if self.arch == "denoiser":
-            self._validate_denoiser()
-        elif len(self.features) != 5 or min(self.features) < 1:
-            raise ParameterError(f"features must be 5 positive widths, got {self.features}")
-        if self.decoder_features < 1 or self.in_channels < 1 or self.out_channels < 1:
-            raise ParameterError(
-                "decoder_features, in_channels and out_channels must be >= 1, got "
-                f"{self.decoder_features}, {self.in_channels}, {self.out_channels}"
-            )
         if self.nonlocal_stage is not None and self.arch != "denoiser":
             raise ParameterError("nonlocal_stage is a residual denoiser's (arch 'denoiser') second stage")
         if self.pooling not in POOLINGS:
             raise ParameterError(f"pooling {self.pooling!r} is not one of {POOLINGS}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ParameterError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("preset", "name", "seqinv_version"):
+            if not isinstance(getattr(self, name), str):
+                raise ParameterError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.training, dict):
+            raise ParameterError(f"training must be a JSON object, got {self.training!r}")
+
+    def _validate_sizes(self) -> None:
+        if self.arch == "denoiser":
+            self._validate_denoiser()
+        elif len(self.features) != 5 or min(self.features) < 1:
+            raise ParameterError(f"features must be 5 positive widths, got {self.features}")
+        for width in self.features:
+            _check_range("features", width, WIDTH_RANGE, f"widths {list(self.features)}")
+        _check_range("decoder_features", self.decoder_features, WIDTH_RANGE, integer=True)
+        _check_range("in_channels", self.in_channels, IN_CHANNELS_RANGE, integer=True)
+        _check_range("out_channels", self.out_channels, OUT_CHANNELS_RANGE, integer=True)
+        if not (_is_real(self.dropout) and 0.0 <= self.dropout < 1.0):
+            raise ParameterError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.task == "segment" and self.labels and len(self.labels) != self.out_channels:
             raise ParameterError(
                 f"{len(self.labels)} labels {self.labels} for {self.out_channels} output channels; "
                 "give one label name per output channel"
             )
+        if len(set(self.labels)) != len(self.labels) or not all(self.labels):
+            raise ParameterError(f"labels {self.labels} must be distinct, non-empty names (one per output)")
 
     def _validate_denoiser(self) -> None:
         # a ResidualDenoiser: `features` are the widths of its hidden convolutions (at least two)
@@ -125,9 +159,26 @@ class ModelConfig:
 
         if self.task != "denoise":
             raise ParameterError(f"a denoiser model has task 'denoise', not {self.task!r}")
+        if self.nonlocal_stage is not None and not isinstance(self.nonlocal_stage, dict):
+            raise ParameterError(f"nonlocal_stage must be a JSON object or null, got {self.nonlocal_stage!r}")
+        for key, value in (self.nonlocal_stage or {}).items():  # NonlocalStage checks ranges of numbers
+            if key in ("h", "weight") and not _is_real(value):
+                raise ParameterError(f"nonlocal_stage {key} must be a number, got {value!r}")
         NonlocalStage.from_config(self.nonlocal_stage)
         if len(self.features) < 2 or min(self.features) < 1:
             raise ParameterError(f"a denoiser needs at least 2 positive hidden widths, got {self.features}")
+        _check_range("number of features (hidden layers)", len(self.features), DENOISER_DEPTH_RANGE)
+
+    def _validate_input(self) -> None:
+        if len(self.spacing_mm) != 3:
+            raise ParameterError(f"spacing_mm must be 3 voxel sizes (mm), got {list(self.spacing_mm)}")
+        for size in self.spacing_mm:
+            _check_range("spacing_mm", size, SPACING_RANGE_MM, f"{list(self.spacing_mm)} mm")
+        if len(self.patch_size) != 3:
+            raise ParameterError(f"patch_size must be 3 window sizes (voxels), got {list(self.patch_size)}")
+        for size in self.patch_size:
+            _check_range("patch_size", size, PATCH_RANGE, f"{list(self.patch_size)} voxels")
+        _check_normalization(self.normalization)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -155,4 +206,64 @@ class ModelConfig:
         try:
             return cls(**data)
         except (ParameterError, TypeError, ValueError) as err:
-            raise WeightsError(f"{source}: invalid config: {err}") from err
+            raise WeightsError(
+                f"{source}: invalid config: {err}; re-export the model, or correct the file"
+            ) from err
+
+
+# ---- value checks ---------------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _items(name: str, values: Any, accept: Callable[[Any], bool], kind: str) -> list:
+    """`values` as a list whose items all pass `accept`, or one error naming the field."""
+    if not isinstance(values, (list, tuple)) or not all(accept(v) for v in values):
+        raise ParameterError(f"{name} must be a list of {kind}, got {values!r}")
+    return list(values)
+
+
+def _check_range(
+    name: str, value: Any, bounds: tuple[float, float], context: str = "", integer: bool = False
+) -> None:
+    low, high = bounds
+    if not (_is_int(value) if integer else _is_real(value)):
+        kind = "an integer" if integer else "a number"
+        raise ParameterError(f"{name} must be {kind} from {low} to {high}, got {value!r}")
+    if not low <= value <= high:
+        where = f" (in {context})" if context else ""
+        raise ParameterError(f"{name} {value!r}{where} is outside the allowed range {low} to {high}")
+
+
+def _check_normalization(norm: Any) -> None:
+    if not isinstance(norm, dict):
+        raise ParameterError(f"normalization must be a JSON object, got {norm!r}")
+    kind = norm.get("type", "percentile_zscore")
+    if kind not in NORMALIZATIONS:
+        raise ParameterError(f"normalization type {kind!r} is not one of {NORMALIZATIONS}")
+    if kind == "percentile_scale":
+        _check_percentile("normalization percentile", norm.get("percentile", 99.0))
+        return
+    lower, upper = norm.get("lower", 0.5), norm.get("upper", 99.5)
+    _check_percentile("normalization lower", lower)
+    _check_percentile("normalization upper", upper)
+    if not lower < upper:
+        raise ParameterError(
+            f"normalization lower {lower!r} must be below upper {upper!r} (percentiles, 0 to 100)"
+        )
+    if not isinstance(norm.get("clip", True), bool):
+        raise ParameterError(f"normalization clip must be true or false, got {norm['clip']!r}")
+    if norm.get("zscore", "foreground") not in ZSCORE_MODES:
+        raise ParameterError(f"normalization zscore {norm['zscore']!r} is not one of {ZSCORE_MODES}")
+
+
+def _check_percentile(name: str, value: Any) -> None:
+    if not _is_real(value):
+        raise ParameterError(f"{name} must be a number (a percentile, 0 to 100), got {value!r}")
+    _check_range(name, value, (0.0, 100.0))

@@ -1,16 +1,18 @@
 """Where a model's files come from, in this order (nothing here builds a network):
 
 1. an explicit local folder (holding config.json + model.safetensors) or a file inside one;
-2. a catalogue name (`ixi`, `ixi@1.0`; seqinv/models/catalogue.py) or a Hub repo id (`org/name`): the Hub,
-   or its local cache when the Hub is unreachable, `HF_HUB_OFFLINE=1` is set or `local_files_only=True`.
-   Reaching the Hub fails fast (`SEQINV_HUB_TIMEOUT_S`, default 5 s);
-3. for catalogue names only: the copy bundled in the wheel (`seqinv/weights/<name>/`, the newest version;
-   `seqinv/weights/<name>@<version>/` for an older version still shipped),
-   used when the Hub and its cache cannot provide the model (`ModelSource.note` says why, in one line).
+2. a catalogue name (`ixi`, `ixi@1.0`; seqinv/models/catalogue.py) at its pinned revision: the copy bundled
+   in the wheel (`seqinv/weights/<name>/`, the newest version; `seqinv/weights/<name>@<version>/` for an
+   older version still shipped), with no network at all;
+3. a catalogue version not bundled (or another `revision`), or a Hub repo id (`org/name`): the Hub, or its
+   local cache when the Hub is unreachable, `HF_HUB_OFFLINE=1` is set or `local_files_only=True`.
+   Reaching the Hub fails fast (`SEQINV_HUB_TIMEOUT_S`, default 5 s).
 
-`prefer="hub"` stops after step 2 (errors are raised), `prefer="bundled"` goes straight to step 3.
-A catalogue version loads its pinned revision, and its sha256 is checked against the weight file from the
-Hub and against the bundled copy; a mismatch is always an error, never a fallback.
+`prefer="hub"` skips step 2 (`seqinv models download`), `prefer="bundled"` allows only step 2.
+A catalogue version is pinned by content: the sha256 of its model.safetensors and of its config.json
+(labels, spacing, normalisation) are checked wherever the files come from, and a mismatch is always an
+error, never a fallback. On the Hub it loads its pinned commit where the catalogue records one (tags
+can move), else its tag.
 """
 
 from __future__ import annotations
@@ -32,10 +34,6 @@ PREFER = ("auto", "hub", "bundled")
 
 class HubUnavailable(WeightsError):
     """The Hub cannot be reached (or offline mode is on) and its cache lacks the files."""
-
-    def __init__(self, message: str, offline_mode: bool):
-        super().__init__(message)
-        self.offline_mode = offline_mode
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,34 @@ def bundled_folder(entry: PublishedModel) -> Path | None:
     """The bundled copy of a catalogue version, when this installation ships it."""
     folder = BUNDLED_ROOT / bundled_name(entry)
     return folder if entry.bundled and (folder / WEIGHTS_NAME).is_file() else None
+
+
+def pin_mismatch(entry: PublishedModel, folder: Path) -> tuple[str, str, str] | None:
+    """(file name, its sha256, the catalogue's) for the first file of `folder` that is not the published
+    one; None when weights and config are both as pinned."""
+    for filename, expected in ((WEIGHTS_NAME, entry.sha256), (CONFIG_NAME, entry.config_sha256)):
+        if not expected:
+            continue
+        path = folder / filename
+        found = file_sha256(path) if path.is_file() else "none (no such file)"
+        if found != expected:
+            return filename, found, expected
+    return None
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a malformed Hub repo id here: huggingface_hub would end in an HFValidationError traceback."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise WeightsError(
+            f"model {repo_id!r} is not a valid Hub repo id: expected org/name, each part letters, digits, "
+            "'-', '_' or '.' (not first or last, no '--' or '..', at most 96 characters); "
+            "check the spelling, or give the path of an existing model folder"
+        ) from None
 
 
 def _is_repo_id(text: str) -> bool:
@@ -117,6 +143,7 @@ def locate(
         entry = catalogue.resolve(text)
         return _locate_published(entry, revision, cache_dir, local_files_only, token, prefer)
     if _is_repo_id(text) and not Path(text).expanduser().exists():
+        check_repo_id(text)
         if prefer == "bundled":
             raise WeightsError(
                 f"{text!r} is not a published model name, so there is no bundled copy; use prefer='auto'"
@@ -131,39 +158,40 @@ def locate(
 
 
 def _locate_published(entry: PublishedModel, revision, cache_dir, local_files_only, token, prefer):
-    note = ""
-    if prefer != "bundled":
-        try:
-            folder, kind, commit, note = fetch_from_hub(
-                entry.repo_id, revision or entry.revision, cache_dir, local_files_only, token, name=entry.ref
-            )
-        except WeightsError as err:
-            if prefer == "hub" or bundled_folder(entry) is None:
-                raise
-            note = _fallback_note(err)
-        else:
-            sha = file_sha256(folder / WEIGHTS_NAME)
-            pinned = revision in (None, entry.revision)
-            if entry.sha256 and pinned and sha != entry.sha256:
-                raise WeightsError(
-                    f"sha256 of {entry.repo_id}@{commit}/{WEIGHTS_NAME} is {sha}, but the catalogue expects "
-                    f"{entry.sha256} for model {entry.ref!r}; the download is corrupt or the repo changed: "
-                    f"delete it from the Hub cache and download again, or upgrade seqinv"
-                )
-            return folder, ModelSource(kind, entry.repo_id, commit, sha, entry.name, note, entry.version)
-    return _locate_bundled(entry, note)
+    pinned = entry.pins(revision)
+    if prefer == "bundled" and not pinned:
+        raise WeightsError(
+            f"revision {revision!r} is not the published revision of model {entry.ref!r} "
+            f"({entry.revision}), so no bundled copy holds it; drop the revision or use prefer='auto'"
+        )
+    # the bundled copy is the pinned version, bit for bit (checked below): the Hub has nothing to add
+    if prefer == "bundled" or (prefer == "auto" and pinned and bundled_folder(entry) is not None):
+        return _locate_bundled(entry)
+    hub_revision = entry.hub_revision if pinned else revision  # a pinned commit, not its movable tag
+    folder, kind, commit, note = fetch_from_hub(
+        entry.repo_id, hub_revision, cache_dir, local_files_only, token, name=entry.ref
+    )
+    if pinned:
+        _check_hub_copy(entry, folder, commit, kind)
+    sha = (pinned and entry.sha256) or file_sha256(folder / WEIGHTS_NAME)  # checked equal just above
+    return folder, ModelSource(kind, entry.repo_id, commit, sha, entry.name, note, entry.version)
 
 
-def _fallback_note(err: WeightsError) -> str:
-    """One short line on why the bundled copy is used (never the whole Hub error)."""
-    if isinstance(err, HubUnavailable):
-        if err.offline_mode:
-            return "offline mode (HF_HUB_OFFLINE) and no Hub cache: used the bundled copy"
-        return "the Hub is unreachable and not cached: set HF_HUB_OFFLINE=1 to use the bundled copy directly"
-    return "Hub copy not available: " + str(err).split("; ")[0]
+def _check_hub_copy(entry: PublishedModel, folder: Path, commit: str, kind: str) -> None:
+    mismatch = pin_mismatch(entry, folder)
+    if mismatch is None:
+        return
+    filename, found, expected = mismatch
+    what = "was downloaded" if kind == "hub" else "is in the Hub cache"
+    raise WeightsError(
+        f"sha256 of {entry.repo_id}@{commit}/{filename} is {found}, but the catalogue expects {expected} "
+        f"for model {entry.ref!r}: the copy that {what} is not the published version (corrupt, or the repo "
+        f"changed), so it is refused; delete {folder.parents[1]} and run "
+        f"`seqinv models download {entry.ref}`, or upgrade seqinv"
+    )
 
 
-def _locate_bundled(entry: PublishedModel, note: str) -> tuple[Path, ModelSource]:
+def _locate_bundled(entry: PublishedModel) -> tuple[Path, ModelSource]:
     folder = bundled_folder(entry)
     if folder is None:
         shipped = catalogue.latest().get(entry.name)
@@ -172,14 +200,16 @@ def _locate_bundled(entry: PublishedModel, note: str) -> tuple[Path, ModelSource
             f"model {entry.ref!r} has no bundled copy in this installation{which}; download it on a machine "
             f"with network: `seqinv models download {entry.ref}` (Hub repo {entry.repo_id})"
         )
-    sha = file_sha256(folder / WEIGHTS_NAME)
-    if entry.sha256 and sha != entry.sha256:
+    mismatch = pin_mismatch(entry, folder)
+    if mismatch is not None:
+        filename, found, expected = mismatch
         raise WeightsError(
-            f"bundled {folder / WEIGHTS_NAME} has sha256 {sha}, but the catalogue expects {entry.sha256}; "
-            "the installation is damaged: reinstall seqinv"
+            f"bundled {folder / filename} has sha256 {found}, but the catalogue expects {expected} for model "
+            f"{entry.ref!r}; the installation is damaged: reinstall seqinv"
         )
+    sha = entry.sha256 or file_sha256(folder / WEIGHTS_NAME)  # checked equal just above
     location = f"seqinv/weights/{bundled_name(entry)}"
-    return folder, ModelSource("bundled", location, entry.revision, sha, entry.name, note, entry.version)
+    return folder, ModelSource("bundled", location, entry.revision, sha, entry.name, "", entry.version)
 
 
 # ---- Hub access -----------------------------------------------------------------------------------
@@ -266,11 +296,12 @@ def fetch_from_hub(
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    check_repo_id(repo_id)
     revision = revision or "main"
     endpoint = os.environ.get("HF_ENDPOINT") or None
     cache = hub_cache_dir(cache_dir)
     timeout_s = _hub_timeout_s()
-    offline = offline_mode = hub_offline(local_files_only)
+    offline = hub_offline(local_files_only)
     reason = "offline mode is on (HF_HUB_OFFLINE or local_files_only)" if offline else ""
     if not offline:  # a short probe, so an unreachable Hub costs seconds, not huggingface_hub's retries
         url = hf_hub_url(repo_id, WEIGHTS_NAME, revision=revision, endpoint=endpoint)
@@ -300,8 +331,7 @@ def fetch_from_hub(
             raise HubUnavailable(
                 f"{repo_id}@{revision}/{filename} is not in the Hub cache ({cache or 'default'}) and "
                 f"{reason}; fill the cache where there is network: "
-                f"`seqinv models download {name or repo_id}`",
-                offline_mode,
+                f"`seqinv models download {name or repo_id}`"
             ) from err
         except HfHubHTTPError as err:
             raise _http_error(err, repo_id, revision, filename) from err

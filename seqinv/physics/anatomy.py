@@ -24,11 +24,16 @@ import torch.nn.functional as F
 from seqinv.errors import InputError, ParameterError
 from seqinv.physics.maps import QMRIMaps
 
-ANATOMY_VERSION = 1  # bump when grouping or distance maps change (keys the on-disk cache)
+ANATOMY_VERSION = 2  # bump when grouping or distance maps change (keys the on-disk cache)
 LABEL_MAPS_ENV = "SEQINV_LABEL_MAPS"
 N_MAPS = 18
-HELD_OUT_MAPS = (17, 18)  # evaluation only: never in a training pool
-TRAINING_MAPS = tuple(i for i in range(1, N_MAPS + 1) if i not in HELD_OUT_MAPS)
+# The sets (one place): test maps measure only; development maps choose checkpoints, parameters and
+# stages; fitting maps train. Models up to ixi 1.2 trained on 1-16 (`TRAINING_MAPS`, kept for replay).
+TEST_MAPS = (17, 18)
+HELD_OUT_MAPS = TEST_MAPS
+DEVELOPMENT_MAPS = (15, 16)
+TRAINING_MAPS = tuple(i for i in range(1, N_MAPS + 1) if i not in TEST_MAPS)
+FIT_MAPS = tuple(i for i in TRAINING_MAPS if i not in DEVELOPMENT_MAPS)
 PARAMS = ("pd", "r1", "r2s", "mt", "r2")
 
 # Per-subject uniform ranges at 3 T (pd p.u., r1 1/s, r2s 1/s, mt p.u., r2 1/s). Brain: shared/SPEC.md §2
@@ -117,6 +122,9 @@ class HeadAnatomy:
     name: str
     packed: torch.Tensor  # int32 (X, Y, Z)
     affine: np.ndarray  # voxel → RAS mm (axis-aligned, 1 mm)
+    # int16: bits 0-7 the generation class (index into `GEN_LABELS`), 8-15 the distance to brain
+    # parenchyma (GM or WM) in 1/`DIST_SCALE` mm (training/synth.py: the CSF rim)
+    extra: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -144,23 +152,38 @@ def _to_dist(distance_mm: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.minimum(np.rint(distance_mm * DIST_SCALE), 255).astype(np.uint8))
 
 
-def group_labels(labels: np.ndarray) -> np.ndarray:
-    """FreeSurfer labels → uint8 kind indices; unknown values take the kind of the nearest known voxel."""
+# Generation classes of the SynthSeg-style generator (training/synth.py): every label value its own class
+# (left and right apart, label 24 apart, each extra-cerebral label apart), FreeSurfer's vessels 30/62 too.
+GEN_LABELS = tuple(sorted(set(FS_LABELS) | {30, 62}))
+GEN_INDEX = {value: i for i, value in enumerate(GEN_LABELS)}
+
+
+def _lookup(labels: np.ndarray, table: dict[int, int]) -> np.ndarray:
+    """uint8 `table[label]` per voxel; unknown values take the value of the nearest known voxel."""
     from scipy import ndimage
 
     labels = np.asarray(labels).astype(np.int32)
-    lut_size = max(int(labels.max()), max(FS_LABELS)) + 1
-    lut = np.full(lut_size, 255, np.uint8)
-    for value, kind in FS_LABELS.items():
-        lut[value] = KIND[kind]
-    kinds = lut[np.clip(labels, 0, None)]
-    unknown = kinds == 255
+    lut = np.full(max(int(labels.max()), max(table)) + 1, 255, np.uint8)
+    for value, index in table.items():
+        lut[value] = index
+    out = lut[np.clip(labels, 0, None)]
+    unknown = out == 255
     if unknown.any():
         if unknown.all():
             raise InputError("the label map holds no known FreeSurfer/SynthSeg label")
         index = ndimage.distance_transform_edt(unknown, return_distances=False, return_indices=True)
-        kinds = kinds[tuple(index)]
-    return kinds
+        out = out[tuple(index)]
+    return out
+
+
+def group_labels(labels: np.ndarray) -> np.ndarray:
+    """FreeSurfer labels → uint8 kind indices; unknown values take the kind of the nearest known voxel."""
+    return _lookup(labels, {value: KIND[kind] for value, kind in FS_LABELS.items()})
+
+
+def generation_classes(labels: np.ndarray) -> np.ndarray:
+    """FreeSurfer labels → uint8 indices into `GEN_LABELS` (unknown values: the nearest known voxel's)."""
+    return _lookup(labels, GEN_INDEX)
 
 
 def prepare_anatomy(labels: np.ndarray, affine: np.ndarray, name: str = "", margin: int = 4) -> HeadAnatomy:
@@ -198,7 +221,13 @@ def prepare_anatomy(labels: np.ndarray, affine: np.ndarray, name: str = "", marg
     bone_mm = ndimage.distance_transform_edt(bone)
     packed = _pack(torch.from_numpy(np.ascontiguousarray(kinds)), _to_dist(bone_mm), _to_dist(ventricle_mm),
                    _to_dist(sulcal_mm))  # fmt: skip
-    return HeadAnatomy(name=name, packed=packed, affine=affine)
+    parenchyma = CLASS_OF_KIND.numpy()[kinds] >= 2
+    parenchyma_mm = ndimage.distance_transform_edt(~parenchyma) if parenchyma.any() else far
+    extra = torch.from_numpy(generation_classes(labels)).to(torch.int32) | (
+        _to_dist(parenchyma_mm).to(torch.int32) << 8
+    )
+    extra = extra.to(torch.int16)  # bits 8-15 wrap into the sign: unpack with & 255
+    return HeadAnatomy(name=name, packed=packed, affine=affine, extra=extra)
 
 
 def label_map_path(which: str | int, folder: str | Path | None = None) -> Path:
@@ -235,11 +264,11 @@ def load_anatomy(which: str | int, folder=None, cache_dir: str | Path | None = N
     name = path.name.split(".")[0]
     cache = None
     if cache_dir is not None:
-        cache = Path(cache_dir) / f"anatomy_v{ANATOMY_VERSION}_{name}_{path.stat().st_size}.pt"
+        cache = Path(cache_dir) / f"anatomy_v{ANATOMY_VERSION}_{name}_{path.stat().st_size}.npz"
         if cache.exists():
             try:
-                return torch.load(cache, weights_only=False)
-            except Exception:  # a truncated entry: rebuild it
+                return _read_cache(cache, name)
+            except Exception:  # a truncated or foreign entry: rebuild it
                 cache.unlink(missing_ok=True)
     try:
         image = nib.load(str(path))
@@ -251,10 +280,24 @@ def load_anatomy(which: str | int, folder=None, cache_dir: str | Path | None = N
     anatomy = prepare_anatomy(np.rint(labels).astype(np.int32), image.affine, name)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(anatomy, tmp)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        arrays = {"packed": anatomy.packed.numpy(), "extra": anatomy.extra.numpy(), "affine": anatomy.affine}
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
         os.replace(tmp, cache)
     return anatomy
+
+
+def _read_cache(path: Path, name: str) -> HeadAnatomy:
+    """A cached anatomy: plain arrays only (no pickle: a planted cache file cannot run code)."""
+    with np.load(path, allow_pickle=False) as data:
+        packed, extra, affine = data["packed"], data["extra"], data["affine"]
+    if packed.dtype != np.int32 or extra.dtype != np.int16 or packed.shape != extra.shape:
+        raise ValueError(f"{path} is not an anatomy cache entry")
+    if affine.shape != (4, 4):
+        raise ValueError(f"{path} is not an anatomy cache entry")
+    packed, extra = torch.from_numpy(packed), torch.from_numpy(extra)
+    return HeadAnatomy(name=name, packed=packed, affine=affine, extra=extra)
 
 
 # --- random virtual subjects ------------------------------------------------------------------------------
@@ -388,26 +431,56 @@ def _displacement(deformation: Deformation, start, shape, step: int = 8) -> torc
 _OUTSIDE = (255 << 24) + (255 << 16) - (1 << 32) + KIND["air"]
 
 
-def sample_kinds(anatomy: HeadAnatomy, coords: torch.Tensor, deformation: Deformation):
-    """(kinds, bone depth) at the source coordinates (nearest voxel, air outside), with the atrophy."""
-    shape = anatomy.shape
+def _source_index(shape, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat index of the nearest source voxel (clamped) and whether it lies inside the label map."""
     voxel = (coords + 0.5).floor_().int()
     inside = torch.ones(coords.shape[1:], dtype=torch.bool)
     for axis in range(3):
         inside &= (voxel[axis] >= 0) & (voxel[axis] < shape[axis])
         voxel[axis].clamp_(0, shape[axis] - 1)
-    index = (voxel[0].long() * shape[1] + voxel[1]) * shape[2] + voxel[2]
+    return (voxel[0].long() * shape[1] + voxel[1]) * shape[2] + voxel[2], inside
+
+
+def sample_kinds(anatomy: HeadAnatomy, coords: torch.Tensor, deformation: Deformation):
+    """(kinds, bone depth) at the source coordinates (nearest voxel, air outside), with the atrophy."""
+    kinds, bone_depth, _ = _sample_packed(anatomy, *_source_index(anatomy.shape, coords), deformation)
+    return kinds, bone_depth
+
+
+def _sample_packed(anatomy: HeadAnatomy, index, inside, deformation: Deformation):
+    """(kinds, bone depth, atrophied voxels) at flat source voxels `index`."""
     packed = anatomy.packed.reshape(-1).take(index).masked_fill_(~inside, _OUTSIDE)
     kinds = (packed & 255).to(torch.uint8)
     bone_depth = ((packed >> 8) & 255).to(torch.uint8)
+    atrophied = torch.zeros_like(kinds, dtype=torch.bool)
     if deformation.ventricle_mm > 0:  # enlarged ventricles: parenchyma next to them becomes CSF
         near = ((packed >> 16) & 255) < (deformation.ventricle_mm + 0.5) * DIST_SCALE
-        kinds[near & (CLASS_OF_KIND[kinds.long()] > 1)] = KIND["csf"]
+        atrophied |= near & (CLASS_OF_KIND[kinds.long()] > 1)
     if deformation.sulcal_mm > 0:  # widened sulci: cortex next to extra-cerebral CSF becomes CSF
         near = ((packed >> 24) & 255) < (deformation.sulcal_mm + 0.5) * DIST_SCALE
         cortex = (kinds == KIND["cortex"]) | (kinds == KIND["cerebellar_cortex"])
-        kinds[near & cortex] = KIND["csf"]
-    return kinds, bone_depth
+        atrophied |= near & cortex & ~atrophied
+    kinds[atrophied] = KIND["csf"]
+    return kinds, bone_depth, atrophied
+
+
+# outside the label map: background's generation class, far from parenchyma (as a signed int16)
+_OUTSIDE_EXTRA = (GEN_INDEX[0] | (255 << 8)) - (1 << 16)
+
+
+def sample_generation(anatomy: HeadAnatomy, coords: torch.Tensor, deformation: Deformation):
+    """(kinds, bone depth, generation classes, distance to parenchyma in 1/`DIST_SCALE` mm) at the source
+    coordinates, with the atrophy: tissue turned into CSF takes label 24's class at distance 0."""
+    if anatomy.extra is None:
+        raise ParameterError(f"anatomy {anatomy.name} has no generation classes; prepare it again")
+    index, inside = _source_index(anatomy.shape, coords)
+    kinds, bone_depth, atrophied = _sample_packed(anatomy, index, inside, deformation)
+    extra = anatomy.extra.reshape(-1).take(index).masked_fill_(~inside, _OUTSIDE_EXTRA)
+    classes = (extra & 255).to(torch.uint8)
+    distance = ((extra >> 8) & 255).to(torch.uint8)
+    classes[atrophied] = GEN_INDEX[24]
+    distance[atrophied] = 0
+    return kinds, bone_depth, classes, distance
 
 
 def classes_of(kinds: torch.Tensor) -> torch.Tensor:
@@ -577,6 +650,8 @@ class HeadSample:
     maps: QMRIMaps | None
     record: dict
     lesion: torch.Tensor | None = None  # bool mask of the lesion (`render(lesion_prob=...)`)
+    classes: torch.Tensor | None = None  # generation classes (`GEN_LABELS` indices), where prepared
+    distance: torch.Tensor | None = None  # distance to parenchyma, 1/`DIST_SCALE` mm, where prepared
 
 
 def render(
@@ -600,7 +675,11 @@ def render(
     centres it near the box's centre with probability `lesion_central`).
     """
     coords = source_coords(deformation, start, shape)
-    kinds, bone_depth = sample_kinds(anatomy, coords, deformation)
+    classes = distance = None
+    if anatomy.extra is not None:
+        kinds, bone_depth, classes, distance = sample_generation(anatomy, coords, deformation)
+    else:
+        kinds, bone_depth = sample_kinds(anatomy, coords, deformation)
     kinds = split_tissues(kinds, bone_depth, gen)
     has_lesion = lesion_prob > 0 and _chance(gen, lesion_prob)
     lesion = add_lesion(kinds, gen, lesion_central) if has_lesion else None
@@ -612,7 +691,7 @@ def render(
         values = flow_voids(draw_values(gen, lesion=lesion is not None), gen)
         volume = kinds_to_maps(kinds, values, gen, pv if blur_maps else 0.0)
         qmri = QMRIMaps(**{p: volume[i] for i, p in enumerate(PARAMS)})
-    return HeadSample(kinds, labels, qmri, record, lesion)
+    return HeadSample(kinds, labels, qmri, record, lesion, classes, distance)
 
 
 def output_affine(anatomy: HeadAnatomy, start) -> np.ndarray:
@@ -657,5 +736,11 @@ def make_head_phantom(
         lesion=None if sample.lesion is None else sample.lesion.to(torch.uint8).numpy(),
         affine=affine.copy(),
         seed=int(seed),
-        values=sample.record | {"kinds": sample.kinds.numpy()},
+        values=sample.record | {"kinds": sample.kinds.numpy()} | _generation_values(sample),
     )
+
+
+def _generation_values(sample: HeadSample) -> dict:
+    if sample.classes is None:
+        return {}
+    return {"classes": sample.classes.numpy(), "parenchyma_distance": sample.distance.numpy()}

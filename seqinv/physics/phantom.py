@@ -22,7 +22,8 @@ CLOSING_MM = 12.0  # gaps narrower than 2× this between brain parts hold skull-
 HEAD_MAX_MM = 30.0  # shells never reach beyond this distance from the brain mask
 # Bump when the generator changes, so on-disk phantom caches (training/phantom_cache.py) can be invalidated.
 PHANTOM_VERSION = 2
-HELD_OUT_SEED = 152_2009  # never used for training phantoms; evaluation only
+HELD_OUT_SEED = 152_2009  # the test seed: never used for training phantoms, and never to choose anything
+DEVELOPMENT_SEED = 2026_12  # the development seed: phantoms that choose checkpoints and parameters
 PARAMS = ("pd", "r1", "r2s", "mt", "r2")
 
 # Per-subject uniform ranges (3 T): pd p.u., r1 1/s, r2s 1/s, mt p.u., r2 1/s. Brain values:

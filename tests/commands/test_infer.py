@@ -162,12 +162,12 @@ def test_arc_lesion_calls_are_bounded_by_the_brain_model(tmp_path, monkeypatch, 
     args = ["segment", scan, "--task", "arc", "--model", models / "les"]
     code, _, err = run(monkeypatch, capsys, *args, "--brain-model", models / "seg", "-o", tmp_path / "b")
     assert code == 0, err
-    meta = json.loads((tmp_path / "b" / "a_dseg.json").read_text())
+    meta = json.loads((tmp_path / "b" / "a_label-lesion_mask.json").read_text())  # apart from tissue labels
     assert meta["task"] == "arc" and "model seg: local" in meta["brain_mask_model"]["describe"]
     assert "brain_mask" in meta["timings_s"]
     code, _, err = run(monkeypatch, capsys, *args, "--no-brain-mask", "-o", tmp_path / "n")
     assert code == 0, err
-    assert json.loads((tmp_path / "n" / "a_dseg.json").read_text())["brain_mask_model"] is None
+    assert json.loads((tmp_path / "n" / "a_label-lesion_mask.json").read_text())["brain_mask_model"] is None
     code, _, err = run(monkeypatch, capsys, *args, "--brain-model", models / "les", "-o", tmp_path / "l")
     assert code == 2 and err.strip().endswith("error: the brain mask model is not a tissue (ixi) model")
     assert not list(tmp_path.glob("l/*"))

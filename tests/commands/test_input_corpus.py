@@ -13,7 +13,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from input_cases import assert_refused, run_cli, save_nifti, save_tiny_models, scan_data, write_raw_nifti
+from input_cases import (
+    GZIP_DEFECTS,
+    assert_refused,
+    damage_gzip,
+    run_cli,
+    save_nifti,
+    save_tiny_models,
+    scan_data,
+    write_raw_nifti,
+)
 
 from seqinv.errors import SeqInvError
 from seqinv.inference.batch import sidecar_path
@@ -253,6 +262,15 @@ BAD = {
     "gifti_generated": ("scan.gii", _gifti),
     "no_dicom_folder": ("folder", lambda p: (p.mkdir(), (p / "notes.txt").write_text("x"))),
     "4d_volume_out_of_range": ("scan.nii.gz", _nifti(np.stack([scan_data()] * 2, -1), np.eye(4))),
+    **{
+        f"gzip_{d}": ("scan.nii.gz", lambda p, d=d: damage_gzip(save_nifti(p, scan_data()), d))
+        for d in GZIP_DEFECTS
+    },
+    "mgz_bad_crc": ("scan.mgz", lambda p: (_mgz(p), damage_gzip(p, "crc"))),
+}
+#: what the one `error:` line says, where a case checks it
+BAD_MESSAGES = {f"gzip_{d}": "compressed data is damaged" for d in GZIP_DEFECTS} | {
+    "mgz_bad_crc": "compressed data is damaged"
 }
 
 
@@ -265,7 +283,7 @@ def test_generated_bad_inputs_are_refused_cleanly(tmp_path, monkeypatch, capsys,
     for command in MAIN_OUTPUT:
         out = tmp_path / command
         code, err = _run(monkeypatch, capsys, command, scan, models, out, *extra)
-        assert_refused(code, err)
+        assert_refused(code, err, BAD_MESSAGES.get(case))
         assert not out.exists() or list(out.iterdir()) == []
 
 

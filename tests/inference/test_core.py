@@ -292,3 +292,25 @@ def test_a_brain_model_keeps_lesion_calls_inside_the_brain():
     assert bounded.volumes_ml["lesion"] < unbounded.volumes_ml["lesion"]
     with pytest.raises(ParameterError, match="is not a tissue \\(ixi\\) model"):
         segment_volume(volume, lesion, brain_model=lesion)
+
+
+def test_keep_one_brain_drops_detached_tissue_and_fills_holes():
+    from seqinv.inference.core import keep_one_brain
+
+    probs = np.zeros((4, 30, 30, 30), np.float32)
+    probs[0] = 1.0
+    probs[:, 5:20, 5:20, 5:20] = [[[[0.0]]], [[[0.1]]], [[[0.2]]], [[[0.7]]]]  # WM brain
+    probs[:, 11:14, 11:14, 11:14] = [[[[0.6]]], [[[0.3]]], [[[0.05]]], [[[0.05]]]]  # a hole inside it
+    probs[:, 24:28, 24:28, 24:28] = [[[[0.1]]], [[[0.0]]], [[[0.9]]], [[[0.0]]]]  # detached "neck" GM
+    keep_one_brain(probs)
+    labels = np.argmax(probs, axis=0)
+    assert (labels[24:28, 24:28, 24:28] == 0).all()  # the detached piece is background
+    assert (labels[11:14, 11:14, 11:14] == 1).all()  # the hole takes the net's best tissue class, CSF
+    assert (labels[5:20, 5:20, 5:20] > 0).all() and int((labels > 0).sum()) == 15**3
+    np.testing.assert_allclose(probs.sum(0)[11:14, 11:14, 11:14], 1.0, rtol=1e-6)
+
+
+def test_tasks_keep_one_brain_only_for_tissue():
+    from seqinv.tasks import TASKS
+
+    assert TASKS["ixi"].one_brain and not TASKS["arc"].one_brain

@@ -84,7 +84,7 @@ def test_every_published_model_runs_its_task_end_to_end(task, tmp_path):
     settings = {"overlap": 0.25, "precision": "fp32"}
     if TASKS[task].config_task == "segment":
         summary = segment_files(scan, tmp_path / "out", task=task, settings=settings)
-        out = nib.load(tmp_path / "out" / "scan_dseg.nii.gz")
+        out = nib.load(tmp_path / "out" / f"scan_{TASKS[task].output_suffix}.nii.gz")
         labels = np.asarray(out.dataobj)
         assert labels.max() < len(TASKS[task].labels)
         assert set(summary.results[scan]["volumes_ml"]) == set(TASKS[task].labels)

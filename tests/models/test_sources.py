@@ -1,6 +1,9 @@
 """Loading through the real huggingface_hub client from a local fake Hub; catalogue; `seqinv models` CLI."""
 
+import dataclasses
 import hashlib
+import json
+import re
 import socket
 import subprocess
 import sys
@@ -13,7 +16,7 @@ from typer.testing import CliRunner
 from seqinv.errors import WeightsError
 from seqinv.models import SeqInvEncoder, SeqInvUNet, catalogue, load_model, resolve, sources
 from seqinv.models.catalogue import PublishedModel
-from seqinv.models.weights import WEIGHTS_NAME
+from seqinv.models.weights import CONFIG_NAME, WEIGHTS_NAME
 from training.bundle import bundle_model
 
 REPO = "seqinv/test-tiny"
@@ -137,16 +140,19 @@ def test_registry_name_checks_sha256(entry, monkeypatch):
         load_model("tinyreg")
 
 
-def test_bundled_copy_is_the_fallback_and_says_so(entry, published, monkeypatch, tmp_path, capsys):
+def test_bundled_copy_of_the_pinned_version_loads_first_without_the_hub(
+    entry, published, monkeypatch, tmp_path, capsys
+):
+    # issue #31: the Hub used to be asked first, and the bundle was only a fallback with a note
     sha = bundle_model(tmp_path / "first", "tinyreg")
     assert sha == entry.sha256 and f'sha256 = "{sha}"' in capsys.readouterr().out
-    _go_offline(monkeypatch)
-    model, source = load_model("tinyreg")
+    model, source = load_model("tinyreg")  # the Hub is reachable, and not needed
     assert source.kind == "bundled" and _same_weights(model, published["models"][0])
     assert source.describe() == (
-        f"model tinyreg@1.0: bundled seqinv/weights/tinyreg (rev {entry.revision}, sha256 {sha[:12]}); "
-        "offline mode (HF_HUB_OFFLINE) and no Hub cache: used the bundled copy"
+        f"model tinyreg@1.0: bundled seqinv/weights/tinyreg (rev {entry.revision}, sha256 {sha[:12]})"
     )
+    assert published["hub"].connections == 0
+    _go_offline(monkeypatch)
     with pytest.raises(WeightsError, match=r"not in the Hub cache"):
         load_model("tinyreg", prefer="hub")
 
@@ -171,22 +177,18 @@ def _unreachable(monkeypatch):
     return silent
 
 
-def test_unreachable_hub_without_cache_says_in_one_short_line_that_the_bundle_is_used(
-    entry, published, monkeypatch, tmp_path
-):
+def test_an_unreachable_hub_is_never_tried_for_a_bundled_version(entry, published, monkeypatch, tmp_path):
+    # issue #31: this used to wait SEQINV_HUB_TIMEOUT_S on the Hub, then fall back with a note
     bundle_model(tmp_path / "first", "tinyreg")
     silent = _unreachable(monkeypatch)
-    start = time.monotonic()
     try:
         model, source = load_model("tinyreg")
+        silent.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing ever connected
+            silent.accept()
     finally:
         silent.close()
-    assert time.monotonic() - start < 5  # SEQINV_HUB_TIMEOUT_S: the fast fallback stays
-    assert source.kind == "bundled" and _same_weights(model, published["models"][0])
-    assert source.note == (
-        "the Hub is unreachable and not cached: set HF_HUB_OFFLINE=1 to use the bundled copy directly"
-    )
-    assert "\n" not in source.describe() and "127.0.0.1" not in source.describe()
+    assert source.kind == "bundled" and source.note == "" and _same_weights(model, published["models"][0])
 
 
 def test_a_model_pushed_to_main_never_changes_what_installed_seqinv_loads(published, monkeypatch, tmp_path):
@@ -319,3 +321,160 @@ def test_cli_names_a_version_with_name_at_version(tmp_path):
         "(see `seqinv models list`)"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- issue #31: pinned by content, no network for a bundled version, malformed ids ---------------------
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def _swap_labels(config_bytes: bytes) -> bytes:
+    config = json.loads(config_bytes)
+    config["labels"] = config["labels"][::-1]
+    return (json.dumps(config, indent=2) + "\n").encode()
+
+
+@pytest.mark.parametrize("entry", catalogue.CATALOGUE, ids=lambda e: e.ref)
+def test_every_published_version_pins_its_weights_and_its_config(entry):
+    folder = sources.bundled_folder(entry)
+    assert entry.sha256 and entry.config_sha256 and folder is not None
+    assert sources.pin_mismatch(entry, folder) is None
+    assert entry.config_sha256 == _sha((folder / CONFIG_NAME).read_bytes())
+
+
+def test_versions_sharing_weights_are_told_apart_by_their_config():
+    old, new = resolve("denoise@2.2"), resolve("denoise@2.3")
+    assert old.sha256 == new.sha256 and old.config_sha256 != new.config_sha256
+    assert sources.pin_mismatch(old, sources.bundled_folder(new)) == (
+        CONFIG_NAME,
+        new.config_sha256,
+        old.config_sha256,
+    )
+
+
+def test_a_hub_config_that_is_not_the_published_one_is_refused(published, monkeypatch, tmp_path):
+    hub, repo = published["hub"], "seqinv/test-config"
+    files = _files(tmp_path / "first")
+    served = {**files, CONFIG_NAME: _swap_labels(files[CONFIG_NAME])}  # same weights, labels reordered
+    hub.tag(repo, "v1.0", hub.add_files(repo, served))
+    pinned = PublishedModel(
+        "tinycfg", "1.0", "task", "arc", repo, "v1.0", _sha(files[WEIGHTS_NAME]), "t",
+        config_sha256=_sha(files[CONFIG_NAME]),
+    )  # fmt: skip
+    _pin(monkeypatch, dataclasses.replace(pinned, config_sha256=None))
+    model, _ = load_model("tinycfg")  # the bug: with the weights alone pinned, the labels were trusted
+    assert model.config.labels == ["lesion", "background"]
+    _pin(monkeypatch, pinned)
+    expected = (
+        rf"sha256 of {repo}@\w+/config.json is {_sha(served[CONFIG_NAME])}, but the catalogue expects "
+        rf"{pinned.config_sha256} for model 'tinycfg@1.0': .* refused; delete \S*models--seqinv--test-config "
+        r"and run `seqinv models download tinycfg@1.0`, or upgrade seqinv$"
+    )
+    with pytest.raises(WeightsError, match=expected):
+        load_model("tinycfg")
+    _go_offline(monkeypatch)
+    with pytest.raises(
+        WeightsError, match=r"config.json .* the copy that is in the Hub cache is not the published"
+    ):
+        load_model("tinycfg")
+    from seqinv.cli import app
+
+    info = CliRunner().invoke(app, ["models", "info", "tinycfg"])
+    assert info.exit_code == 0 and "is not the published version; delete it" in info.output
+    assert "['lesion', 'background']" not in info.output
+
+
+def test_cli_info_shows_both_pins_and_the_bundled_folder_of_an_older_version():
+    from seqinv.cli import app
+
+    entry = resolve("ixi@1.0")
+    info = CliRunner().invoke(app, ["models", "info", "ixi@1.0"])
+    assert info.exit_code == 0
+    assert f"config:      sha256 {entry.config_sha256}\n" in info.output
+    assert "bundled:     seqinv/weights/ixi@1.0 (" in info.output
+
+
+def test_a_moved_tag_cannot_change_a_version_pinned_by_commit_and_content(published, monkeypatch, tmp_path):
+    hub, repo = published["hub"], "seqinv/test-tags"
+    first = _files(tmp_path / "first")
+    commit1 = hub.add_files(repo, first)
+    by_tag = PublishedModel(
+        "tinytag", "1.0", "task", "arc", repo, "v1.0", _sha(first[WEIGHTS_NAME]), "t",
+        config_sha256=_sha(first[CONFIG_NAME]),
+    )  # fmt: skip
+    hub.tag(repo, "v1.0", hub.add_folder(repo, tmp_path / "second"))  # v1.0 now names another model
+    _pin(monkeypatch, by_tag)
+    with pytest.raises(WeightsError, match=rf"{repo}@\w+/model.safetensors is .* the catalogue expects"):
+        load_model("tinytag")
+    _pin(monkeypatch, dataclasses.replace(by_tag, commit=commit1))
+    model, source = load_model("tinytag")
+    assert source.revision == commit1 and _same_weights(model, published["models"][0])
+    assert source.sha256 == by_tag.sha256
+
+
+def test_a_bundled_config_that_is_not_the_published_one_is_refused(entry, monkeypatch, tmp_path):
+    bundle_model(tmp_path / "first", "tinyreg")
+    config = tmp_path / "weights" / "tinyreg" / CONFIG_NAME
+    _pin(monkeypatch, dataclasses.replace(entry, config_sha256=_sha(config.read_bytes())))
+    assert load_model("tinyreg")[1].kind == "bundled"
+    config.write_bytes(_swap_labels(config.read_bytes()))
+    # never a fallback to the Hub (which serves the right files here)
+    with pytest.raises(WeightsError, match=r"bundled \S*config.json has sha256 .* reinstall seqinv"):
+        load_model("tinyreg")
+
+
+def test_every_bundled_version_loads_with_no_network_at_all(fake_hub, monkeypatch):
+    connects = []
+    connect = socket.socket.connect
+    monkeypatch.setattr(
+        socket.socket, "connect", lambda sock, address: connects.append(address) or connect(sock, address)
+    )
+    for ref in [e.ref for e in catalogue.CATALOGUE] + catalogue.names():
+        _, source = load_model(ref)
+        assert source.kind == "bundled" and source.note == "", ref
+    assert SeqInvEncoder.from_pretrained("seqinv").source.kind == "bundled"
+    assert fake_hub.connections == 0 and connects == []
+
+
+def test_the_hub_is_asked_for_unbundled_revisions_and_explicit_downloads(entry, published, tmp_path):
+    from seqinv.cli import app
+
+    bundle_model(tmp_path / "first", "tinyreg")
+    hub, (commit1, commit2) = published["hub"], published["commits"]
+    model, source = load_model("tinyreg", revision=commit2)  # not the pinned revision: not the bundle
+    assert (source.kind, source.revision) == ("hub", commit2) and _same_weights(model, published["models"][1])
+    with pytest.raises(
+        WeightsError, match=r"revision '\w+' is not the published revision .* no bundled copy"
+    ):
+        load_model("tinyreg", revision=commit2, prefer="bundled")
+    hub.connections = 0
+    result = CliRunner().invoke(app, ["models", "download", "tinyreg"])
+    assert result.exit_code == 0 and f"model tinyreg@1.0: hub {REPO} (rev {commit1}" in result.output
+    assert hub.connections > 0
+
+
+@pytest.mark.parametrize(
+    "model_id", ["org/..", "org/na me", "org/-name", "org/na--me", "org/name.git", "o" * 97 + "/name"]
+)
+def test_a_malformed_hub_id_is_one_clear_error_before_any_request(fake_hub, model_id):
+    message = rf"model {re.escape(repr(model_id))} is not a valid Hub repo id: expected org/name"
+    with pytest.raises(WeightsError, match=message):
+        load_model(model_id)
+    with pytest.raises(WeightsError, match=message):
+        sources.fetch_from_hub(model_id)
+    assert fake_hub.connections == 0
+
+
+def test_a_malformed_hub_id_on_the_command_line_is_one_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "seqinv", "models", "download", "org/na me"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: model 'org/na me' is not a valid Hub repo id")
+    assert len(done.stderr.strip().splitlines()) == 1

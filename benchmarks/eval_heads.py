@@ -1,0 +1,147 @@
+"""Tissue models on whole-head phantoms of the development or the test label maps, as `seqinv segment`
+runs them.
+
+`--set dev` (label maps 15 and 16, `DEVELOPMENT_SEED`) is what checkpoints and parameters are chosen
+on; `--set test` (maps 17 and 18, `HELD_OUT_SEED`) only measures. Each head is deformed once and shown
+under fixed protocols: T1w, T2w, PDw with a short TR (CSF as dark as WM, like a real PDw), FLAIR, a
+T1w blurred like an averaged template (its truth the equally blurred labels), T2w with 5 mm slices, a
+random contrast (SynthSeg's mixture, one draw) and the T1w at 1.6 mm isotropic down to the neck. 1 %
+Gaussian noise. The truth follows the CSF convention (training/synth.py): label 24 is CSF within 1.5 mm
+of GM or WM.
+
+Per protocol: mean Dice % of CSF, GM and WM over the whole grid (network with the clean-up, and refined
+as `seqinv segment` runs it), and the share of labelled voxels more than 5 mm outside the true brain.
+
+    python benchmarks/eval_heads.py --set dev --model ixi --model runs/x    (needs $SEQINV_LABEL_MAPS)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+
+PROTOCOLS = ("T1w", "T2w", "PDw-TR2.7", "FLAIR", "T1w-template", "T2w-5mm", "random", "T1w-1.6mm")
+SETS = {"dev": "DEVELOPMENT", "test": "TEST"}
+TEMPLATE_SIGMA_MM = 1.5
+RIM_MM = 1.5
+
+
+def heads(which: str):
+    """[(name, phantom)] of the set's label maps, deformed once by the set's seed."""
+    from seqinv.physics import anatomy as anat
+    from seqinv.physics import phantom as ph
+
+    maps = anat.DEVELOPMENT_MAPS if which == "dev" else anat.TEST_MAPS
+    seed = ph.DEVELOPMENT_SEED if which == "dev" else ph.HELD_OUT_SEED
+    return [(f"map{n:02d}", anat.make_head_phantom(n, seed, deform=True)) for n in maps]
+
+
+def truth_of(phantom) -> torch.Tensor:
+    from training.synth import targets
+
+    values = phantom.values
+    return targets(
+        torch.as_tensor(values["kinds"]),
+        torch.as_tensor(values["classes"]),
+        torch.as_tensor(values["parenchyma_distance"]),
+        RIM_MM,
+    )
+
+
+def protocol(phantom, name: str, seed: int):
+    """(image, truth, voxel_mm) of `phantom` under protocol `name` (the image on the phantom's grid,
+    except `T1w-1.6mm`: on a 1.6 mm grid, with its truth resampled by nearest neighbour)."""
+    from scipy import ndimage
+
+    from seqinv.physics import make_sequence
+    from seqinv.physics.acquisition import thick_slices
+    from training.evaluate import phantom_protocols
+    from training.head_phantoms import whole_head_image
+
+    truth = truth_of(phantom)
+    if name == "random":
+        from training.synth import SynthPrior, mixture_image
+
+        gen = torch.Generator().manual_seed(seed)
+        image, _ = mixture_image(torch.as_tensor(phantom.values["classes"]), gen, SynthPrior())
+        image = ndimage.gaussian_filter(image.numpy(), 0.5)
+    else:
+        sequences = phantom_protocols() | {"PDw-TR2.7": make_sequence("fse", tr_s=2.7, te_s=0.015)}
+        sequence = sequences[name if name == "PDw-TR2.7" else name.split("-")[0]]
+        acquisition = thick_slices(5.0, 2, 0.0, 1.0) if name.endswith("5mm") else None
+        image, _ = whole_head_image(phantom, seed, sequence=sequence, acquisition=acquisition)
+        image = image.numpy()
+    voxel_mm = 1.0
+    if name.endswith("template"):
+        image = ndimage.gaussian_filter(image, TEMPLATE_SIGMA_MM)
+        onehot = np.eye(4, dtype=np.float32)[truth.numpy().astype(np.int64)]
+        blurred = [ndimage.gaussian_filter(onehot[..., c], TEMPLATE_SIGMA_MM) for c in range(4)]
+        truth = torch.from_numpy(np.argmax(np.stack(blurred), 0))
+    if name.endswith("1.6mm"):
+        voxel_mm = 1.6
+        image = ndimage.zoom(ndimage.gaussian_filter(image, 0.6), 1 / voxel_mm, order=1)
+        truth = torch.from_numpy(ndimage.zoom(truth.numpy(), 1 / voxel_mm, order=0))
+    noise = np.random.default_rng(seed).normal(0.0, 0.01, image.shape)
+    return np.abs(image + noise).astype(np.float32), truth, voxel_mm
+
+
+def outside_share(labels: np.ndarray, truth: torch.Tensor, voxel_mm: float, margin_mm: float = 5.0) -> float:
+    """Share of labelled voxels more than `margin_mm` from the true brain."""
+    from scipy import ndimage
+
+    distance = ndimage.distance_transform_edt(truth.numpy() == 0, sampling=voxel_mm)
+    labelled = labels > 0
+    return float((labelled & (distance > margin_mm)).sum()) / max(1, int(labelled.sum()))
+
+
+def scores(model, image, truth, voxel_mm: float) -> dict:
+    from seqinv.inference import InferenceSettings, segment_volume
+    from seqinv.inference.refine import refine_probabilities
+    from seqinv.io import Volume
+    from training.evaluate import mean_tissue_dice
+
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    volume = Volume(image, affine)
+    result = segment_volume(volume, model, InferenceSettings(), refine=False, probs=True)
+    refined = result.probs.copy()
+    refine_probabilities(volume.data, refined)
+    return {
+        "network": round(100 * mean_tissue_dice(result.probs, truth), 1),
+        "refined": round(100 * mean_tissue_dice(refined, truth), 1),
+        "outside_pct": round(100 * outside_share(np.argmax(refined, 0), truth, voxel_mm), 2),
+    }
+
+
+def main(argv=None) -> None:
+    from seqinv.models.factory import load_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=tuple(SETS), required=True, help="dev chooses; test only measures")
+    parser.add_argument("--model", action="append", help="tissue model (name or folder); repeatable")
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    models = [(name, load_model(name)[0]) for name in (args.model or ["ixi"])]
+    protocols = [p for p in args.protocols.split(",") if p]
+    rows = []
+    for head, phantom in heads(args.set):
+        for k, name in enumerate(protocols):
+            image, truth, voxel_mm = protocol(phantom, name, 77 + k)
+            for label, model in models:
+                row = {"set": args.set, "head": head, "protocol": name, "model": label}
+                row |= scores(model, image, truth, voxel_mm)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    for label, _ in models:
+        mine = [r for r in rows if r["model"] == label]
+        summary = {k: round(float(np.mean([r[k] for r in mine])), 1) for k in ("network", "refined")}
+        summary["outside_pct_max"] = max(r["outside_pct"] for r in mine)
+        print(json.dumps({"set": args.set, "model": label, "mean": summary}))
+
+
+if __name__ == "__main__":
+    main()
