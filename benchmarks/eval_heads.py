@@ -13,6 +13,8 @@ Per protocol: mean Dice % of CSF, GM and WM over the whole grid (network with th
 as `seqinv segment` runs it), and the share of labelled voxels more than 5 mm outside the true brain.
 
     python benchmarks/eval_heads.py --set dev --model ixi --model runs/x    (needs $SEQINV_LABEL_MAPS)
+    python benchmarks/eval_heads.py --set test --invariance 10 --model ixi  (the set's first head under 10
+        random and 10 physics contrasts: mean pairwise agreement, mean CSF/GM/WM Dice %)
 """
 
 from __future__ import annotations
@@ -115,6 +117,55 @@ def scores(model, image, truth, voxel_mm: float) -> dict:
     }
 
 
+def contrast_images(phantom, count: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    """`count` random mixture contrasts and `count` physics sequences from the training priors, 1 mm,
+    1 % noise: the images of the invariance measure."""
+    from scipy import ndimage
+
+    from seqinv.physics.priors import draw_sequence
+    from training.head_phantoms import whole_head_image
+    from training.synth import SynthPrior, mixture_image
+
+    gen = torch.Generator().manual_seed(seed)
+    classes = torch.as_tensor(phantom.values["classes"])
+    images = []
+    for k in range(count):
+        image, _ = mixture_image(classes, gen, SynthPrior())
+        images.append((f"mixture{k}", ndimage.gaussian_filter(image.numpy(), 0.5)))
+    for k in range(count):
+        sequence = draw_sequence(gen)
+        image, _ = whole_head_image(phantom, seed + k, sequence=sequence)
+        images.append((f"{sequence.name}{k}", image.numpy()))
+    rng = np.random.default_rng(seed)
+    return [(n, np.abs(im + rng.normal(0.0, 0.01, im.shape)).astype(np.float32)) for n, im in images]
+
+
+def agreement(labels: list[np.ndarray]) -> float:
+    """Mean over pairs of label maps of their mean CSF/GM/WM Dice (the first as reference, symmetric)."""
+    from training.evaluate import dice_per_class
+
+    names = ["background", "csf", "gm", "wm"]
+    scores = []
+    for i in range(len(labels)):
+        for j in range(i + 1, len(labels)):
+            dice = dice_per_class(torch.from_numpy(labels[i]), torch.from_numpy(labels[j]), names)
+            scores.append(np.mean([dice["csf"], dice["gm"], dice["wm"]]))
+    return float(np.mean(scores))
+
+
+def invariance(models, phantom, count: int, seed: int = 5) -> dict:
+    """Per model: mean pairwise agreement of its labels (as `seqinv segment` runs it) over the contrasts."""
+    from seqinv.inference import InferenceSettings, segment_volume
+    from seqinv.io import Volume
+
+    images = contrast_images(phantom, count, seed)
+    out = {}
+    for label, model in models:
+        maps = [segment_volume(Volume(im, np.eye(4)), model, InferenceSettings()).labels for _, im in images]
+        out[label] = round(100 * agreement(maps), 1)
+    return out
+
+
 def main(argv=None) -> None:
     from seqinv.models.factory import load_model
 
@@ -123,10 +174,18 @@ def main(argv=None) -> None:
     parser.add_argument("--model", action="append", help="tissue model (name or folder); repeatable")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--invariance", type=int, default=0, help="N random + N physics contrasts of the set's first head"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = [(name, load_model(name)[0]) for name in (args.model or ["ixi"])]
     protocols = [p for p in args.protocols.split(",") if p]
+    if args.invariance:
+        head, phantom = heads(args.set)[0]
+        agreement_pct = invariance(models, phantom, args.invariance)
+        print(json.dumps({"set": args.set, "head": head, "invariance_pct": agreement_pct}), flush=True)
+        return
     rows = []
     for head, phantom in heads(args.set):
         for k, name in enumerate(protocols):

@@ -94,7 +94,12 @@ def register(app: typer.Typer) -> None:
         random: int = typer.Option(
             0, "--random", help="Draw N random protocols from the training priors (-o is then a folder)."
         ),
-        phantom: bool = typer.Option(False, "--phantom", help="Use the built-in ICBM152 head phantom."),
+        phantom: bool = typer.Option(
+            False,
+            "--phantom",
+            help="Use a built-in whole-head phantom: by default from the SynthSeg label map shipped with "
+            "seqinv (head, face and neck); see --label-map.",
+        ),
         seed: int = typer.Option(0, "--seed", help="Phantom seed and random-protocol seed."),
         clean: bool = typer.Option(
             False, "--clean", help="Set NaN voxels to 0 and clip negative map values."
@@ -102,8 +107,9 @@ def register(app: typer.Typer) -> None:
         label_map: str = typer.Option(
             None,
             "--label-map",
-            help="With --phantom: a whole-head phantom from a SynthSeg label map (a number 1-18 or a file; "
-            "17 and 18 are held out of training). Also writes phantom_labels.nii.gz.",
+            help="With --phantom: the label map of the head (default 'bundled', SynthSeg's map 1 shipped "
+            "with seqinv; a number 1-18 of --label-maps, 17 and 18 being test maps; a file; or 'icbm' for "
+            "the ICBM152 template phantom). Also writes phantom_labels.nii.gz.",
         ),
         label_maps: str = typer.Option(
             None, "--label-maps", help="Folder of training_seg_01..18.nii.gz (default $SEQINV_LABEL_MAPS)."
@@ -124,10 +130,14 @@ def register(app: typer.Typer) -> None:
 
         if contrast not in CONTRASTS:
             raise ParameterError(f"--contrast {contrast!r} is not one of {', '.join(CONTRASTS)}")
-        if contrast == "random" and label_map is None:
-            raise ParameterError("--contrast random needs a tissue map: add --phantom --label-map N")
         if label_map is not None and not phantom:
             raise ParameterError("--label-map builds a phantom: use it with --phantom, not MAPS_DIR")
+        if phantom and label_map is None:
+            label_map = "bundled"
+        if contrast == "random" and label_map in (None, "icbm"):
+            raise ParameterError(
+                "--contrast random needs a label map: use --phantom (not 'icbm' or MAPS_DIR)"
+            )
         acquisition = acquisition_from_options(slice_mm, slice_axis, gap_mm, inplane_mm, profile)
         if not 0 <= random <= MAX_RANDOM:
             raise ParameterError(f"--random {random} is outside [0, {MAX_RANDOM}]")
@@ -155,15 +165,15 @@ def register(app: typer.Typer) -> None:
         targets = _outputs(output, sequences, random)
 
         head = None
-        if label_map is not None:
+        if label_map == "icbm":
+            from seqinv.physics.phantom import make_phantom
+
+            maps, source = make_phantom(seed).maps, {"phantom_seed": seed}
+        elif label_map is not None:
             from seqinv.commands.simulate_head import head_phantom
 
             head, source = head_phantom(label_map, label_maps, seed)
             maps = head.maps
-        elif phantom:
-            from seqinv.physics.phantom import make_phantom
-
-            maps, source = make_phantom(seed).maps, {"phantom_seed": seed}
         else:
             from seqinv.physics.maps_io import load_maps
 

@@ -230,10 +230,17 @@ def prepare_anatomy(labels: np.ndarray, affine: np.ndarray, name: str = "", marg
     return HeadAnatomy(name=name, packed=packed, affine=affine, extra=extra)
 
 
+# SynthSeg's label map 1 (a fitting map; Apache-2.0, seqinv/data/LICENSE-synthseg-label-maps.txt), shipped
+# so that `seqinv simulate --phantom` gives a whole head on a fresh install
+BUNDLED_HEAD = Path(__file__).resolve().parents[1] / "data" / "synthseg_head_01.nii.gz"
+
+
 def label_map_path(which: str | int, folder: str | Path | None = None) -> Path:
-    """A label map file: `which` is a path, or a number 1-18 of SynthSeg's maps in `folder`
-    (default: $SEQINV_LABEL_MAPS)."""
+    """A label map file: `which` is a path, `bundled` (`BUNDLED_HEAD`), or a number 1-18 of SynthSeg's
+    maps in `folder` (default: $SEQINV_LABEL_MAPS)."""
     text = str(which)
+    if text == "bundled":
+        return BUNDLED_HEAD
     if not text.isdigit():
         path = Path(text)
         if not path.is_file():

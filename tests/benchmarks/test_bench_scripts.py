@@ -299,3 +299,41 @@ def test_failure_phantoms_template_truth_is_the_blurred_labels_most_likely_class
     from training.evaluate import mean_tissue_dice
 
     assert mean_tissue_dice(one_hot, truth) == pytest.approx(1.0)
+
+
+def test_eval_heads_outside_share_and_truth_follow_the_csf_rim():
+    from seqinv.physics.anatomy import GEN_INDEX, KIND
+
+    heads = load_script("eval_heads")
+    truth = torch.zeros((30, 30, 30), dtype=torch.uint8)
+    truth[10:20, 10:20, 10:20] = 2
+    labels = np.zeros((30, 30, 30), np.uint8)
+    labels[10:20, 10:20, 10:20] = 2
+    labels[26:28, 0:5, 0:5] = 3  # 50 voxels far from the brain
+    labels[20:22, 10:12, 10:12] = 1  # 8 voxels within 2 mm: not "outside"
+    assert heads.outside_share(labels, truth, 1.0) == pytest.approx(50 / (1000 + 58))
+    # the same labels on a 2 mm grid: the near pair of slabs is still within 5 mm
+    assert heads.outside_share(labels, truth, 2.0) == pytest.approx(50 / (1000 + 58))
+
+    class Phantom:
+        values = {
+            "kinds": np.full((3,), KIND["csf"], np.uint8),
+            "classes": np.full((3,), GEN_INDEX[24], np.uint8),
+            "parenchyma_distance": np.array([10, 30, 40], np.uint8),  # 0.5, 1.5, 2 mm
+        }
+
+    assert heads.truth_of(Phantom()).tolist() == [1, 1, 0]
+
+
+def test_eval_heads_agreement_is_mean_pairwise_dice():
+    heads = load_script("eval_heads")
+    a = np.zeros((10, 10, 10), np.uint8)
+    a[:5] = 3
+    a[5:] = 2
+    b = a.copy()
+    b[:, :, :5] = 1  # half of b is CSF where a has GM/WM
+    same = heads.agreement([a, a])
+    assert same == pytest.approx(1.0)
+    # a vs b: CSF 0 (only in b), GM 2*250/(500+250), WM the same: mean (0 + 2/3 + 2/3) / 3
+    assert heads.agreement([a, b]) == pytest.approx(4 / 9)
+    assert heads.agreement([a, a, b]) == pytest.approx((1 + 4 / 9 + 4 / 9) / 3)

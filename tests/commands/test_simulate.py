@@ -120,10 +120,30 @@ def test_real_entry_point_exits_2_with_one_line_and_no_output(maps_dir, tmp_path
 
 
 @pytest.mark.slow
+def test_phantom_is_a_whole_head_from_the_bundled_label_map(tmp_path):
+    from seqinv.physics.anatomy import BUNDLED_HEAD
+
+    out = tmp_path / "head"
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "--phantom", "--sequence", "fse", "--contrast", "physics", "-o", str(out / "t2.nii.gz")],
+    )
+    assert result.exit_code == 0, result.output
+    image, labels = nib.load(str(out / "t2.nii.gz")), nib.load(str(out / "phantom_labels.nii.gz"))
+    assert image.shape == labels.shape and np.allclose(image.header.get_zooms(), 1.0)
+    source = nib.load(str(BUNDLED_HEAD))
+    extent = np.asarray(source.shape) * np.asarray(source.header.get_zooms())
+    assert image.shape[2] >= 0.8 * extent.max()  # head, face and neck: most of the 256 mm field of view
+    assert set(np.unique(np.asarray(labels.dataobj)).tolist()) == {0, 1, 2, 3}
+    sidecar = json.loads((out / "t2.json").read_text())
+    assert sidecar["source"]["label_map"] == "bundled"
+
+
+@pytest.mark.slow
 def test_phantom_random_outputs(tmp_path):
     out = tmp_path / "phantom"
     result = CliRunner().invoke(
-        app, ["simulate", "--phantom", "--random", "1", "--seed", "1", "-o", str(out)]
+        app, ["simulate", "--phantom", "--label-map", "icbm", "--random", "1", "--seed", "1", "-o", str(out)]
     )
     assert result.exit_code == 0, result.output
     images = sorted(out.glob("sim_*.nii.gz"))

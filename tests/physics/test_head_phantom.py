@@ -380,7 +380,7 @@ def test_simulate_cli_writes_head_phantoms_with_thick_slices(label_map_folder, t
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--phantom", "--contrast", "random"], "--contrast random needs a tissue map"),
+        (["--phantom", "--label-map", "icbm", "--contrast", "random"], "--contrast random needs a label map"),
         (["--phantom", "--contrast", "t1"], "--contrast 't1'"),
         (["--phantom", "-s", "fse", "--slice-mm", "4", "--slice-axis", "w"], "--slice-axis 'w'"),
         (["--phantom", "-s", "fse", "--label-map", "19", "--label-maps", "."], "outside 1-18"),
