@@ -75,9 +75,12 @@ class HeadSubject:
 def head_pool(count: int, folder: str = "", cache_dir=None, maps=None) -> list[HeadSubject]:
     """The first `count` of `maps` (default `TRAINING_MAPS`, 1-16; the test maps 17 and 18 never)."""
     from seqinv.errors import ParameterError
-    from seqinv.physics.anatomy import TRAINING_MAPS, load_anatomy
+    from seqinv.physics.anatomy import TEST_MAPS, TRAINING_MAPS, load_anatomy
 
     maps = TRAINING_MAPS if maps is None else maps
+    if set(maps) & set(TEST_MAPS):
+        test = sorted(set(maps) & set(TEST_MAPS))
+        raise ParameterError(f"label maps {test} are test maps: never train on them")
     if not 1 <= count <= len(maps):
         raise ParameterError(
             f"--phantoms {count}: need 1-{len(maps)} label maps, e.g. --phantoms {len(maps)}"

@@ -309,3 +309,34 @@ def test_in_a_real_process(tmp_path, coarse_models, command, path, refused):
     else:
         assert proc.returncode == 0, proc.stderr
         _assert_on_grid(command, out, nib.load(path).shape[:3], nib.load(path).affine)
+
+
+# ------------------------------------------------------------------------------ outputs against inputs
+@pytest.mark.parametrize("command", list(MAIN_OUTPUT))
+def test_an_output_naming_the_input_is_refused(tmp_path, monkeypatch, capsys, models, command):
+    scan = tmp_path / "scan.nii.gz"
+    save_nifti(scan, scan_data())
+    before = scan.read_bytes()
+    code, err = _run(monkeypatch, capsys, command, scan, models, scan)
+    assert_refused(code, err)
+    assert scan.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
+
+
+@pytest.mark.parametrize("command", list(MAIN_OUTPUT))
+def test_an_output_that_looks_like_another_format_is_refused(tmp_path, monkeypatch, capsys, models, command):
+    scan = tmp_path / "scan.nii.gz"
+    save_nifti(scan, scan_data())
+    code, err = _run(monkeypatch, capsys, command, scan, models, tmp_path / "labels.mgz")
+    assert_refused(code, err, "-o takes a folder")
+    assert not (tmp_path / "labels.mgz").exists()
+
+
+def test_a_folder_rerun_leaves_seqinv_outputs_out(tmp_path, monkeypatch, capsys, models):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    save_nifti(folder / "scan.nii.gz", scan_data())
+    code, _ = _run(monkeypatch, capsys, "segment", folder, models, folder)
+    assert code == 0 and (folder / "scan_dseg.nii.gz").exists() and (folder / "scan_dseg.json").exists()
+    code, err = _run(monkeypatch, capsys, "segment", folder, models, folder)
+    assert code == 0 and "note: skipped 1 seqinv output" in err
+    assert not list(folder.glob("*_dseg_dseg*"))

@@ -237,3 +237,10 @@ def test_synth_fine_tuning_runs_end_to_end(tmp_path, monkeypatch, subject):
     unet = SeqInvUNet.from_pretrained(str(tmp_path / "seg"))
     assert unet.config.training["options"]["phantom_source"] == "synth"
     assert np.isfinite(unet.config.training["metrics"]["final_loss"])
+
+
+def test_a_training_pool_refuses_the_test_maps():
+    from training.head_phantoms import head_pool
+
+    with pytest.raises(ParameterError, match=r"\[17\] are test maps"):
+        head_pool(1, maps=(17,))
