@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from seqinv.physics.anatomy import _chance, _uniform
 from training.augment import percentile_rescale, zscore
 
 
@@ -79,14 +80,6 @@ class SynthPrior:
             raise ParameterError(f"synth prior background {self.background}: three shares summing to 1")
         if not 0.0 <= self.csf_rim_mm <= 12.0:
             raise ParameterError(f"--csf-rim-mm {self.csf_rim_mm}: a distance in [0, 12] mm")
-
-
-def _uniform(gen: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=gen, dtype=torch.float64))
-
-
-def _chance(gen: torch.Generator, p: float) -> bool:
-    return _uniform(gen, 0.0, 1.0) < p
 
 
 def crop_start(subject, deformation, size: int, gen: torch.Generator, prior: SynthPrior) -> list[int]:
