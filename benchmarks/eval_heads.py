@@ -6,8 +6,8 @@ on; `--set test` (maps 17 and 18, `HELD_OUT_SEED`) only measures. Each head is d
 under fixed protocols: T1w, T2w, PDw with a short TR (CSF as dark as WM, like a real PDw), FLAIR, a
 T1w blurred like an averaged template (its truth the equally blurred labels), T2w with 5 mm slices, a
 random contrast (SynthSeg's mixture, one draw) and the T1w at 1.6 mm isotropic down to the neck. 1 %
-Gaussian noise. The truth follows the CSF convention (training/synth.py): label 24 is CSF within 1.5 mm
-of GM or WM.
+Gaussian noise. The truth follows the CSF convention (training/synth.py): label 24 is CSF within
+`--rim-mm` (the generator's default) of GM or WM.
 
 Per protocol: mean Dice % of CSF, GM and WM over the whole grid (network with the clean-up, and refined
 as `seqinv segment` runs it), and the share of labelled voxels more than 5 mm outside the true brain.
@@ -28,7 +28,6 @@ import torch
 PROTOCOLS = ("T1w", "T2w", "PDw-TR2.7", "FLAIR", "T1w-template", "T2w-5mm", "random", "T1w-1.6mm")
 SETS = {"dev": "DEVELOPMENT", "test": "TEST"}
 TEMPLATE_SIGMA_MM = 1.5
-RIM_MM = 1.5
 
 
 def heads(which: str):
@@ -41,7 +40,7 @@ def heads(which: str):
     return [(f"map{n:02d}", anat.make_head_phantom(n, seed, deform=True)) for n in maps]
 
 
-def truth_of(phantom) -> torch.Tensor:
+def truth_of(phantom, rim_mm: float) -> torch.Tensor:
     from training.synth import targets
 
     values = phantom.values
@@ -49,11 +48,11 @@ def truth_of(phantom) -> torch.Tensor:
         torch.as_tensor(values["kinds"]),
         torch.as_tensor(values["classes"]),
         torch.as_tensor(values["parenchyma_distance"]),
-        RIM_MM,
+        rim_mm,
     )
 
 
-def protocol(phantom, name: str, seed: int):
+def protocol(phantom, name: str, seed: int, rim_mm: float):
     """(image, truth, voxel_mm) of `phantom` under protocol `name` (the image on the phantom's grid,
     except `T1w-1.6mm`: on a 1.6 mm grid, with its truth resampled by nearest neighbour)."""
     from scipy import ndimage
@@ -63,7 +62,7 @@ def protocol(phantom, name: str, seed: int):
     from training.evaluate import phantom_protocols
     from training.head_phantoms import whole_head_image
 
-    truth = truth_of(phantom)
+    truth = truth_of(phantom, rim_mm)
     if name == "random":
         from training.synth import SynthPrior, mixture_image
 
@@ -103,7 +102,7 @@ def scores(model, image, truth, voxel_mm: float) -> dict:
     from seqinv.inference import InferenceSettings, segment_volume
     from seqinv.inference.refine import refine_probabilities
     from seqinv.io import Volume
-    from training.evaluate import mean_tissue_dice
+    from seqinv.metrics import mean_tissue_dice
 
     affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
     volume = Volume(image, affine)
@@ -142,7 +141,7 @@ def contrast_images(phantom, count: int, seed: int) -> list[tuple[str, np.ndarra
 
 def agreement(labels: list[np.ndarray]) -> float:
     """Mean over pairs of label maps of their mean CSF/GM/WM Dice (the first as reference, symmetric)."""
-    from training.evaluate import dice_per_class
+    from seqinv.metrics import dice_per_class
 
     names = ["background", "csf", "gm", "wm"]
     scores = []
@@ -175,10 +174,17 @@ def main(argv=None) -> None:
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
+        "--rim-mm", type=float, default=None, help="CSF rim of the truth (default: the generator's)"
+    )
+    parser.add_argument(
         "--invariance", type=int, default=0, help="N random + N physics contrasts of the set's first head"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.rim_mm is None:
+        from training.synth import SynthPrior
+
+        args.rim_mm = SynthPrior().csf_rim_mm
     models = [(name, load_model(name)[0]) for name in (args.model or ["ixi"])]
     protocols = [p for p in args.protocols.split(",") if p]
     if args.invariance:
@@ -189,9 +195,9 @@ def main(argv=None) -> None:
     rows = []
     for head, phantom in heads(args.set):
         for k, name in enumerate(protocols):
-            image, truth, voxel_mm = protocol(phantom, name, 77 + k)
+            image, truth, voxel_mm = protocol(phantom, name, 77 + k, args.rim_mm)
             for label, model in models:
-                row = {"set": args.set, "head": head, "protocol": name, "model": label}
+                row = {"set": args.set, "head": head, "protocol": name, "model": label, "rim_mm": args.rim_mm}
                 row |= scores(model, image, truth, voxel_mm)
                 print(json.dumps(row), flush=True)
                 rows.append(row)

@@ -94,8 +94,8 @@ def load_user_case(image_path: str, labels_path: str):
 
 # ------------------------------------------------------------------------------------------------ scoring
 def score(pred: np.ndarray, reference: np.ndarray, voxel_ml: float, spacing_mm, hd95: bool) -> list[dict]:
-    """Per class: Dice, HD95 (mm), reference and predicted volume (mL); uses training.evaluate's metrics."""
-    from training.evaluate import dice_per_class, hd95_per_class
+    """Per class: Dice, HD95 (mm), reference and predicted volume (mL); the metrics of seqinv.metrics."""
+    from seqinv.metrics import dice_per_class, hd95_per_class
 
     names = ["background", *CLASSES]
     p, t = torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(reference.astype(np.int64))

@@ -3,7 +3,19 @@
 Heavy imports (torch, monai) happen lazily so `seqinv --help` stays fast.
 """
 
-__version__ = "0.1.0"
+
+def _package_version() -> str:
+    """The installed distribution's version (pyproject.toml's, set at release); a fallback when seqinv
+    runs from a source tree that was never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("seqinv")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+__version__ = _package_version()
 
 _LAZY = {
     "SeqInvEncoder": "seqinv.models",

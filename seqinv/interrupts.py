@@ -1,10 +1,10 @@
 """Ctrl-C (SIGINT) and SIGTERM stop a run cleanly: no half-written file, the conventional exit code.
 
-Every result file is written through `seqinv.io.atomic_path` (a temporary, then one rename), and a case's
-files are removed again when the case does not finish (`seqinv.io.all_or_nothing`), so a run stopped at
-any moment leaves only complete outputs; `--skip-existing` then does the rest. SIGTERM would otherwise end
-the process without any cleanup, so the CLI turns both signals into an `Interrupted` exception. A run
-killed outright (kill -9) cleans nothing; the next run over the same outputs does
+Every result file is written through `seqinv.io.atomic_path` (a temporary, then one rename), and a
+case's files are removed again when the case does not finish (`seqinv.inference.transaction`), so a run
+stopped at any moment leaves only complete outputs; `--skip-existing` then does the rest. SIGTERM would
+otherwise end the process without any cleanup, so the CLI turns both signals into an `Interrupted`
+exception. A run killed outright (kill -9) cleans nothing; the next run over the same outputs does
 (`seqinv.inference.batch.writing_into`), and `--skip-existing` trusts only cases whose files match their
 sidecar.
 """

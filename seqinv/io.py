@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -495,60 +495,27 @@ def atomic_path(path: str | os.PathLike):
     if not os.access(folder, os.W_OK):
         raise InputError(f"{folder}: output folder is not writable; choose another -o")
     suffix = volume_suffix(path) or path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=folder)
-    os.close(fd)
+    tmp = _new_temporary(folder, f".{path.name}.", f".tmp{suffix}")
     try:
-        yield Path(tmp)
-        os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; results get the usual permissions
-        if _WRITE_LOGS and path.exists():  # inside a case: keep the old result until the case finishes
-            os.replace(path, _backup_path(path))
+        yield tmp
         os.replace(tmp, path)
-        for written in _WRITE_LOGS:
-            written.append(path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
-#: Files written by `atomic_path`, one list per open `all_or_nothing` block.
-_WRITE_LOGS: list[list[Path]] = []
-
-
-def _backup_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.seqinv-previous")
-
-
-@contextlib.contextmanager
-def all_or_nothing():
-    """Files written (through `atomic_path`) inside the block are removed again if the block fails or is
-    interrupted, so one case's outputs (image, probabilities, QC, sidecar) are all there or none is; files
-    they replaced come back, so a failed re-run keeps the previous complete result."""
-    written: list[Path] = []
-    _WRITE_LOGS.append(written)
-    try:
-        yield written
-    except BaseException:
-        for path in written:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            with contextlib.suppress(OSError):
-                os.replace(_backup_path(path), path)
-        raise
-    else:
-        if len(_WRITE_LOGS) == 1:  # the outermost block: the new results stand
-            for path in written:
-                with contextlib.suppress(OSError):
-                    os.unlink(_backup_path(path))
-    finally:
-        _WRITE_LOGS.remove(written)
-
-
-def _new_file_mode() -> int:
-    """The mode `open()` gives a new file: 0o666 less the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _new_temporary(folder: Path, prefix: str, suffix: str) -> Path:
+    """A new empty file with the mode `open()` gives (0o666 less the umask, which the kernel applies:
+    reading the umask would mean setting it, process state that threads share), unlike mkstemp's 0600."""
+    for _ in range(100):
+        tmp = folder / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise InputError(f"{folder}: could not create a temporary file; choose another -o")
 
 
 def write_volume(

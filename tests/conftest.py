@@ -20,7 +20,7 @@ def _one_thread():
 
 
 # The loopback Hub (tests/hub_server.py): `fake_hub` points HF_ENDPOINT at it, with a Hub cache in tmp_path.
-from hub_server import fake_hub, fake_hub_server  # noqa: E402, F401 (fixtures)
+from hub_server import fake_hub, fake_hub_server, published_hub  # noqa: E402, F401 (fixtures)
 
 #: task -> (config task, labels) of the tiny model `tiny_models` saves for it
 TINY_TASKS = {

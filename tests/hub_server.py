@@ -4,6 +4,8 @@ Serves `/{repo_id}/resolve/{revision}/{filename}` (GET and HEAD) with the header
 checks (ETag, X-Repo-Commit, Content-Length) and its `X-Error-Code` 404s (RepoNotFound,
 RevisionNotFound, EntryNotFound), plus `/api/models/{repo_id}/revision/{revision}`. `connections`
 counts the TCP connections accepted, so a test can tell "no network at all" from "no request".
+`published_hub` serves the repository's `hub/` folder: every published version the wheel does not bundle,
+at its pinned tag, as the real Hub holds it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,17 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+
+#: The repository's copies of the published versions the wheel does not bundle (`hub/<name>@<version>/`).
+HUB_COPIES = Path(__file__).resolve().parents[1] / "hub"
+
+
+def repository_copy(entry) -> Path:
+    """The files of a published version in this repository: its bundled folder (the default of its name,
+    `seqinv/weights/<name>/`), else its Hub copy (`hub/<name>@<version>/`)."""
+    from seqinv.models import sources
+
+    return sources.bundled_folder(entry) or HUB_COPIES / entry.ref
 
 
 class FakeHub:
@@ -168,3 +181,22 @@ def fake_hub(fake_hub_server, tmp_path, monkeypatch):
     )
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
     return fake_hub_server
+
+
+@pytest.fixture
+def published_hub(fake_hub):
+    """`fake_hub` serving every published version that is not bundled from `hub/`, at its pinned tag (and
+    its pinned commit name, where the catalogue records one), so `load_model("ixi@1.0")` goes through
+    huggingface_hub exactly as with the real Hub."""
+    from seqinv.models import catalogue
+
+    for entry in catalogue.CATALOGUE:
+        if entry.bundled:
+            continue
+        commit = fake_hub.add_folder(entry.repo_id, HUB_COPIES / entry.ref)
+        fake_hub.tag(entry.repo_id, entry.revision, commit)
+        if entry.commit:
+            fake_hub.tag(entry.repo_id, entry.commit, commit)
+    fake_hub.requests.clear()
+    fake_hub.connections = 0
+    return fake_hub

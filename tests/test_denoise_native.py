@@ -169,10 +169,10 @@ def test_denoise_cli_sidecar_records_sigma_and_its_method(tmp_path, monkeypatch)
     assert not (tmp_path / "bad").exists()
 
 
-def test_research_frozen_encoder_head_stays_loadable():
-    model, source = load_model("denoise@1.0", prefer="bundled")
+def test_research_frozen_encoder_head_stays_loadable(published_hub):
+    model, source = load_model("denoise@1.0")  # from the Hub: the wheel bundles the default only
     assert model.config.arch == "unet" and source.version == "1.0"
-    assert source.location == "seqinv/weights/denoise@1.0"
+    assert source.kind == "hub" and source.location == "seqinv/seqinv-lite-denoise"
 
 
 def test_an_offset_does_not_change_the_noise_estimate_of_a_z_scored_image():

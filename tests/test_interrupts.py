@@ -17,8 +17,9 @@ import pytest
 from input_cases import save_nifti, save_tiny_models, scan_data
 
 from seqinv.inference.batch import run_cases, sidecar_path
+from seqinv.inference.transaction import WriteTransaction
 from seqinv.interrupts import Interrupted
-from seqinv.io import all_or_nothing, write_volume
+from seqinv.io import write_volume
 
 N_SCANS = 6
 
@@ -38,39 +39,40 @@ def test_a_case_interrupted_midway_leaves_none_of_its_files(tmp_path):
     inputs = [tmp_path / f"in{i}.nii.gz" for i in range(3)]
     outputs = [tmp_path / f"out{i}.nii.gz" for i in range(3)]
 
-    def process(src, dst):
-        write_volume(dst, data, np.eye(4))
+    def process(src, dst, writes):
+        write_volume(writes.output(dst), data, np.eye(4))
         if dst.name == "out1.nii.gz":  # stopped after its first file, before its second
             raise Interrupted(signal.SIGTERM)
-        write_volume(dst.with_name(dst.name.replace("out", "probs")), data, np.eye(4))
+        write_volume(writes.output(dst.with_name(dst.name.replace("out", "probs"))), data, np.eye(4))
 
     with pytest.raises(Interrupted):
         run_cases(inputs, outputs, process, lambda s, d: False, "test")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out0.nii.gz", "probs0.nii.gz"]
 
 
-def test_all_or_nothing_keeps_files_of_a_finished_block(tmp_path):
-    with all_or_nothing() as written:
-        write_volume(tmp_path / "a.nii.gz", scan_data(), np.eye(4))
-    assert written == [tmp_path / "a.nii.gz"] and (tmp_path / "a.nii.gz").is_file()
-    with pytest.raises(KeyboardInterrupt), all_or_nothing():
-        write_volume(tmp_path / "b.nii.gz", scan_data(), np.eye(4))
+def test_a_transaction_keeps_files_of_a_finished_case(tmp_path):
+    with WriteTransaction() as writes:
+        write_volume(writes.output(tmp_path / "a.nii.gz"), scan_data(), np.eye(4))
+    assert writes.written == [tmp_path / "a.nii.gz"] and (tmp_path / "a.nii.gz").is_file()
+    with pytest.raises(KeyboardInterrupt), WriteTransaction() as writes:
+        write_volume(writes.output(tmp_path / "b.nii.gz"), scan_data(), np.eye(4))
         raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz"]
 
 
 def test_a_failed_rerun_keeps_the_previous_complete_result(tmp_path):
     first, second = scan_data(seed=1), scan_data(seed=2)
-    with all_or_nothing():
-        write_volume(tmp_path / "a.nii.gz", first, np.eye(4))
-        write_volume(tmp_path / "a_probs.nii.gz", first, np.eye(4))
-    with pytest.raises(KeyboardInterrupt), all_or_nothing():  # the re-run replaces one file, then stops
-        write_volume(tmp_path / "a.nii.gz", second, np.eye(4))
+    with WriteTransaction() as writes:
+        write_volume(writes.output(tmp_path / "a.nii.gz"), first, np.eye(4))
+        write_volume(writes.output(tmp_path / "a_probs.nii.gz"), first, np.eye(4))
+    with pytest.raises(KeyboardInterrupt), WriteTransaction() as writes:  # replaces one file, then stops
+        write_volume(writes.output(tmp_path / "a.nii.gz"), second, np.eye(4))
+        writes.output(tmp_path / "a_probs.nii.gz")  # kept, stopped before it was written
         raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.nii.gz", "a_probs.nii.gz"]
     np.testing.assert_allclose(nib.load(tmp_path / "a.nii.gz").get_fdata(), first, rtol=1e-6)
-    with all_or_nothing():  # a finished re-run replaces it and leaves no backup behind
-        write_volume(tmp_path / "a.nii.gz", second, np.eye(4))
+    with WriteTransaction() as writes:  # a finished re-run replaces it and leaves no backup behind
+        write_volume(writes.output(tmp_path / "a.nii.gz"), second, np.eye(4))
     np.testing.assert_allclose(nib.load(tmp_path / "a.nii.gz").get_fdata(), second, rtol=1e-6)
     _no_temporaries(tmp_path)
 
@@ -216,7 +218,7 @@ def test_kill_9_mid_overwrite_then_skip_existing_trusts_only_whole_cases(tmp_pat
     _kill_9_mid_case([*args, "--model", other], out)
     hidden = [p for p in out.iterdir() if p.name.startswith(".")]
     assert {p.name.rsplit(".", 1)[-1] for p in hidden} >= {"seqinv-previous"}  # the mess kill -9 leaves
-    assert any(p.stat().st_mode & 0o777 == 0o600 for p in hidden)
+    assert any(".tmp" in p.name for p in hidden)  # and the half-written temporary
     assert (out / "sub-01_dseg.nii.gz").read_bytes() != first["sub-01_dseg.nii.gz"]
 
     err = _run_ok([*args, "--model", tiny_models / "seg", "--skip-existing"])  # rolled back: whole again

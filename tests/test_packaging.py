@@ -1,4 +1,5 @@
-"""What a wheel ships and needs: runtime dependencies are what seqinv/ imports; export runs from a wheel."""
+"""What a wheel ships and needs: runtime dependencies are what seqinv/ imports; export runs from a wheel;
+the wheel bundles the default version of each model and no older one; the version is pyproject's."""
 
 import ast
 import shutil
@@ -50,6 +51,22 @@ def test_runtime_dependencies_are_what_the_runtime_imports():
     assert _dist_names(extras["train"]) <= _dist_names(extras["test"])  # the README's test command trains
 
 
+def _pyproject_version() -> str:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_the_package_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    import seqinv
+
+    assert seqinv.__version__ == version("seqinv") == _pyproject_version()
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert f"### {_pyproject_version()}\n" in changelog  # release notes for this version
+
+
 @pytest.mark.slow
 def test_export_from_a_built_wheel_reads_the_card_template_from_the_package(tmp_path):
     source = tmp_path / "src"
@@ -62,9 +79,18 @@ def test_export_from_a_built_wheel_reads_the_card_template_from_the_package(tmp_
     wheel = next((tmp_path / "dist").glob("seqinv-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "training/card_template.md" in names and "training/recipes/ixi.toml" in names
-    assert not any(n.startswith(("model_cards/", "tests/")) for n in names)
+    assert not any(n.startswith(("model_cards/", "tests/", "hub/")) for n in names)
+    # the default version of each model, and no older one (`name@version`: from the Hub)
+    from seqinv.models import catalogue
+
+    weights = {n.split("/")[2] for n in names if n.startswith("seqinv/weights/") and n.count("/") > 2}
+    assert weights == set(catalogue.names()) and not any("@" in n for n in names)
+    for name in catalogue.names():
+        assert f"seqinv/weights/{name}/model.safetensors" in names
+    assert "seqinv/data/example_t1w.nii.gz" in names  # what `seqinv segment --example` and evaluate read
     script = (
-        "import training, training.export as e\n"
+        "import seqinv, training, training.export as e\n"
+        f"assert seqinv.__version__ == {_pyproject_version()!r}, seqinv.__version__\n"
         "from seqinv.models import SeqInvUNet\n"
         f"assert training.__file__.startswith({str(wheel)!r}), training.__file__\n"
         "SeqInvUNet(preset='tiny', out_channels=2, labels=['background', 'lesion'], task_name='arc',"

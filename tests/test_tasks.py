@@ -1,21 +1,28 @@
 """The task table: every published model records its task; tasks decide default models and masking."""
 
 import json
-from pathlib import Path
 
 import pytest
+from hub_server import repository_copy
 
 from seqinv.errors import ParameterError, WeightsError
-from seqinv.models import ModelConfig, catalogue, sources
-from seqinv.tasks import BRAIN_TASK, SEGMENT_TASKS, TASKS, TRAIN_TASKS, get_task, task_of
-
-WEIGHTS = Path(__file__).resolve().parents[1] / "seqinv" / "weights"
+from seqinv.models import ModelConfig, catalogue
+from seqinv.tasks import (
+    BRAIN_TASK,
+    SEGMENT_TASKS,
+    TARGETS,
+    TASKS,
+    TRAIN_TASKS,
+    get_task,
+    task_of,
+    trained_task,
+)
 
 
 @pytest.mark.parametrize("entry", catalogue.CATALOGUE, ids=lambda e: e.ref)
 def test_every_published_model_records_the_task_of_its_catalogue_entry(entry):
     assert entry.task in TASKS
-    folder = WEIGHTS / sources.bundled_name(entry)
+    folder = repository_copy(entry)  # the bundled default, or the Hub copy of an older version (hub/)
     config = ModelConfig.from_dict(json.loads((folder / "config.json").read_text()))
     assert config.task_name == entry.task and task_of(config) == entry.task
     assert config.task == TASKS[entry.task].config_task
@@ -56,3 +63,19 @@ def test_a_model_of_another_task_is_refused(task, tiny_models):
                 load_task_model(other, str(tiny_models[task]))
     if task != "features":  # any model's encoder gives features
         assert load_task_model("features", str(tiny_models[task]))[0].config.arch == "encoder"
+
+
+def test_each_task_says_what_it_is_measured_against():
+    for task in TASKS.values():
+        assert task.target in TARGETS
+        assert task.output_kind == task.config_task
+        assert task.lesion == (task.target == "lesion")
+    assert TASKS[BRAIN_TASK].target == "labels" and not TASKS[BRAIN_TASK].lesion
+
+
+def test_trained_task_refuses_encoders_and_configs_without_a_task():
+    assert trained_task(ModelConfig.from_preset("tiny", arch="unet", output_kind="denoise")) == "denoise"
+    with pytest.raises(ParameterError, match="has task 'features'; evaluate needs a fine-tuned U-Net"):
+        trained_task(ModelConfig.from_preset("tiny"))
+    with pytest.raises(ParameterError, match="records no task_name"):
+        trained_task(ModelConfig.from_preset("tiny", arch="unet", output_kind="segment", out_channels=2))

@@ -42,7 +42,7 @@ def compare(original, half, x) -> str:
     args = (x, 0.2) if getattr(original.config, "arch", "") == "denoiser" else (x,)  # its noise-level input
     with torch.inference_mode():
         a, b = original(*args), half(*args)
-    if getattr(original.config, "task", "") == "segment":
+    if getattr(original.config, "output_kind", "") == "segment":
         same = (a.argmax(1) == b.argmax(1)).float().mean().item()
         return f"float16 vs float32 labels agree on {100 * same:.3f} % of voxels"
     return f"float16 vs float32 max |difference| {float((a - b).abs().max()):.2e}"

@@ -1,6 +1,6 @@
-"""`seqinv train pretrain|segment|denoise|export` and `seqinv evaluate`.
+"""`seqinv train pretrain|segment|denoise|denoise-head|export` and `seqinv evaluate`.
 
-Options come from the option dataclasses (PretrainOptions, FinetuneOptions):
+Options come from the option dataclasses (PretrainOptions, FinetuneOptions, DenoiseResnetOptions):
 one source of truth for the CLI, the TOML config files and the command recorded in every model's config.
 Heavy imports stay inside command bodies so `seqinv --help` stays fast.
 """
@@ -36,6 +36,7 @@ HELP = {
     "intensity and spread per label, as SynthSeg).",
     "csf_rim_mm": "synth: extra-cerebral CSF (label 24) counts as CSF within this many mm of grey or white "
     "matter, background beyond (docs/physics.md, the CSF convention).",
+    "lesion_free": "synth, task arc: share of samples with no lesion, which teach what is not one.",
     "pv_max": "synthseg: largest partial-volume blur in voxels (drawn per sample in [0.3, pv-max]).",
     "preset": "Encoder size: tiny (tests), lite (bundled CPU models), mini (0.9 M), small (3.5 M), "
     "paper (40.6 M).",
@@ -75,10 +76,42 @@ HELP = {
     "rician_prob": "Denoising: probability of Rician rather than Gaussian noise.",
 }
 
+#: `seqinv train denoise` (the default denoiser, training/denoise_resnet.py): its recipe keys.
+DENOISER_HELP = {
+    "phantoms": "Training phantoms (built-in, cached), each imaged with random sequences.",
+    "contrasts_per_phantom": "Random sequences imaged per phantom.",
+    "icbm152": "Add nilearn's ICBM152 2009a T1w template to the clean images.",
+    "head_phantoms": "Add this many whole-head SynthSeg phantoms (training label maps only).",
+    "label_maps": "Folder of SynthSeg label maps (default $SEQINV_LABEL_MAPS).",
+    "init": "Start from this denoiser (folder or model name) of the same widths, or a shallower one.",
+    "patch_size": "Cubic patch edge in voxels (even).",
+    "lr": "AdamW peak learning rate (cosine schedule down to --min-lr).",
+    "min_lr": "Learning rate at the end of the schedule.",
+    "widths": "Layer widths at half resolution, comma-separated.",
+    "sigma_min": "Smallest noise std (units of the image's 99th percentile).",
+    "sigma_max": "Largest noise std (units of the image's 99th percentile).",
+    "offset_prob": "Share of Gaussian samples with a negative offset (as in z-scored images).",
+    "offset_min": "Most negative such offset.",
+    "thick_prob": "Share of patches with one thick axis (blurred like a slice profile).",
+    "thick_mm": "Thick-axis voxel size range (mm), comma-separated.",
+    "voxel_mm": "Voxel size range (mm), comma-separated.",
+    "gamma": "Random gamma range, comma-separated.",
+    "bias_strength": "Largest bias-field strength.",
+    "gain": "Random gain range, comma-separated.",
+    "smooth_prob": "Share of patches blurred in 3D, like an averaged template.",
+    "smooth_sigma": "That blur's std range (voxels), comma-separated.",
+    "precision": "fp32 or bf16 (fast only where bf16 is native).",
+    "recalibrate_norms": "Batch-norm statistics averaged over this many batches before the export.",
+    "validate_every": "Validate on the development phantom every N steps; the best step is exported.",
+    "checkpoint_every": "Save a checkpoint every N steps (a run resumes from the latest).",
+    "time_budget_s": "> 0: the schedule ends, and training stops, after this much training time.",
+}
 
-def _make_command(cls, sub: str, runner, fixed: dict | None = None, hidden: set[str] = frozenset()):
-    """A typer command whose options are the dataclass fields (plus --config)."""
-    fixed = fixed or {}
+
+def _make_command(cls, sub: str, runner, fixed: dict | None = None, hidden=frozenset(), helps=None):
+    """A typer command whose options are the dataclass fields (plus --config); tuple fields are
+    comma-separated text."""
+    fixed, helps = fixed or {}, {**HELP, **(helps or {})}
     defaults = cls()
     params = [
         inspect.Parameter(
@@ -95,13 +128,14 @@ def _make_command(cls, sub: str, runner, fixed: dict | None = None, hidden: set[
         default = getattr(defaults, f.name)
         flag = "--" + f.name.replace("_", "-")
         decls = [f"{flag}/--no-{flag[2:]}"] if isinstance(default, bool) else [flag]
-        annotation = type(default)
+        if isinstance(default, tuple):
+            default = ",".join(str(v) for v in default)
         params.append(
             inspect.Parameter(
                 f.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                annotation=annotation,
-                default=typer.Option(default, *decls, help=HELP.get(f.name, "")),
+                annotation=type(default),
+                default=typer.Option(default, *decls, help=helps.get(f.name, "")),
             )
         )
 
@@ -110,11 +144,29 @@ def _make_command(cls, sub: str, runner, fixed: dict | None = None, hidden: set[
         config = kwargs.pop("config")
         # typer vendors its own click: compare the source by name, not by enum identity
         explicit = {k for k in kwargs if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
-        opts = build_options(cls, config, kwargs, explicit, fixed)
+        opts = _tuples(build_options(cls, config, kwargs, explicit, fixed))
         runner(opts, command_line(sub, opts))
 
     command.__signature__ = inspect.Signature(params)
     return command
+
+
+def _tuples(opts):
+    """Tuple fields given as comma-separated text (command line) or arrays (TOML) as tuples of the
+    default's type, so the recorded command leaves out those equal to the default."""
+    from seqinv.errors import ParameterError
+
+    for f in dataclasses.fields(opts):
+        value = getattr(opts, f.name)
+        if not (isinstance(f.default, tuple) and f.default) or isinstance(value, tuple):
+            continue
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            setattr(opts, f.name, tuple(type(f.default[0])(v) for v in items))
+        except (TypeError, ValueError):
+            flag = "--" + f.name.replace("_", "-")
+            raise ParameterError(f"{flag} {value!r}: give comma-separated numbers, e.g. 1,2") from None
+    return opts
 
 
 def _pretrain(opts, command: str) -> None:
@@ -135,11 +187,24 @@ def _finetune(opts, command: str) -> None:
     typer.echo(f"model written to {result['output']}")
 
 
+def _denoise(opts, command: str) -> None:
+    opts.validate()
+    require_train_extra()
+    from training.denoise_resnet import run_denoise
+
+    result = run_denoise(opts, command=command)
+    typer.echo(f"model written to {result['output']}")
+
+
 def register(app: typer.Typer) -> None:
-    from training.options import FinetuneOptions, PretrainOptions  # torch-free: --help stays fast
+    from training.options import (  # torch-free: --help stays fast
+        DenoiseResnetOptions,
+        FinetuneOptions,
+        PretrainOptions,
+    )
 
     train = typer.Typer(
-        help="Pretrain encoders and fine-tune heads (physics-simulated data or your own).",
+        help="Pretrain encoders, fine-tune heads and train the default denoiser (simulated data or yours).",
         no_args_is_help=True,
     )
     train.command(
@@ -148,9 +213,14 @@ def register(app: typer.Typer) -> None:
     train.command("segment", help="Fine-tune a segmentation head (tissue: --task ixi, lesion: --task arc).")(
         _make_command(FinetuneOptions, "segment", _finetune, hidden={"sigma_min", "sigma_max", "rician_prob"})
     )
-    train.command("denoise", help="Fine-tune a denoising head (noise prediction, Gaussian and Rician).")(
+    train.command(
+        "denoise", help="Train the default denoiser (a residual CNN; training/recipes/denoise-resnet.toml)."
+    )(_make_command(DenoiseResnetOptions, "denoise", _denoise, helps=DENOISER_HELP))
+    train.command(
+        "denoise-head", help="Fine-tune a denoising head on an encoder (research; noise prediction)."
+    )(
         _make_command(
-            FinetuneOptions, "denoise", _finetune, fixed={"task": "denoise"}, hidden={"class_weights"}
+            FinetuneOptions, "denoise-head", _finetune, fixed={"task": "denoise"}, hidden={"class_weights"}
         )
     )
     _register_more(train, app)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from seqinv.tasks import BRAIN_TASK, TASKS
+
 
 def export_command(
     checkpoint: str = typer.Argument(..., help="A checkpoint (step_*.pt) or a training output folder."),
@@ -55,7 +57,7 @@ def evaluate_command(
         0, "--crop", help="Phantom: evaluate a central crop of N³ voxels (0: whole head)."
     ),
     brain_model: str = typer.Option(
-        "ixi",
+        TASKS[BRAIN_TASK].default_model,
         "--brain-model",
         help="Lesion models: tissue model whose brain bounds the lesion calls, as in `seqinv segment "
         "--task arc` ('none': no mask).",

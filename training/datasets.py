@@ -1,5 +1,7 @@
 """Real images with labels from disk, in their usual layouts (see docs/training.md).
 
+Which layout a task reads is its `read_folder` (training/task_ops.py `load_folder`).
+
 IXI-style (task ixi / denoise):
     DIR/images/<ID>-<CONTRAST>.nii.gz     ID like IXI002-Guys-0828 (site = second field), CONTRAST T1|T2|PD
     DIR/labels/<ID>.nii.gz                0 background, 1 CSF, 2 GM, 3 WM, on the images' grid
@@ -132,12 +134,3 @@ def arc_subjects(folder: Path) -> list[Subject]:
             "derivatives/.../sub-*/ses-*/.../*lesion*mask*.nii.gz"
         )
     return subjects
-
-
-def load_folder(folder: str | Path, task: str) -> list[Subject]:
-    from seqinv.errors import InputError
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"data folder {folder} does not exist")
-    return arc_subjects(folder) if task == "arc" else ixi_subjects(folder, with_labels=task == "ixi")

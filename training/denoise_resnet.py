@@ -1,9 +1,15 @@
 """Train the default denoiser (`seqinv.models.denoiser.ResidualDenoiser`) on clean images with known noise.
 
-    seqinv train replay training/recipes/denoise-resnet.toml --runs runs   # trains and exports runs/heads
-    python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml#heads \
-        --output runs/denoise-resnet [--steps N ...]   # one flag per recipe key overrides the file
-    python -m training.denoise_resnet --export runs/denoise-resnet/best.pt --output runs/denoise-export
+    seqinv train denoise --config training/recipes/denoise-resnet.toml#heads --output runs/heads \
+        [--steps N ...]   # one option per recipe key overrides the file; trains, then exports the model
+    seqinv train replay training/recipes/denoise-resnet.toml --runs runs   # every stage, in order
+    python -m training.denoise_resnet --config FILE#STAGE --output DIR [...]   # the same, under the name
+        # the published lineage of denoise 2.x records (plus --threads)
+    python -m training.denoise_resnet --export runs/heads/best.pt --output runs/heads-export
+
+Training runs through the common loop (training/loop.py: checkpoints in OUTPUT/checkpoints, a run
+resumes from the latest one as this trainer always did, warm-up and schedule, progress); `best.pt` is the
+checkpoint of the best validation, `log.jsonl` every validation.
 
 Clean sources (never the benchmark's real scans): phantoms of `seqinv.physics.phantom` (training seeds
 only, never `HELD_OUT_SEED`) imaged with random sequences of the physics priors, and nilearn's ICBM152
@@ -12,8 +18,9 @@ at inference). Each patch draws a voxel size (one axis thick with probability `t
 the thick axis like a slice profile and resamples to the patch grid, permutes and flips the axes,
 applies a random gamma, bias field and gain, then noise: Gaussian (with a random offset, as in z-scored
 images) or Rician, std log-uniform in [sigma_min, sigma_max] (units of the scale). Loss: mean squared
-error of the predicted noise, divided by sigma (so low noise levels count). Checkpoints are chosen on a
-held-out phantom (`HELD_OUT_SEED`, the four evaluation protocols).
+error of the predicted noise, divided by sigma (so low noise levels count). Checkpoints are chosen on the
+development phantom (`DEVELOPMENT_SEED`, the four evaluation protocols); the test phantom `HELD_OUT_SEED`
+only measures (seqinv/physics/sets.py). PSNR: seqinv/metrics.py.
 """
 
 from __future__ import annotations
@@ -32,7 +39,12 @@ import tomllib
 import torch
 import torch.nn.functional as F
 
+from seqinv.physics.sets import DEVELOPMENT_SEED, refuse_test
 from training.options import DenoiseResnetRecipe as Recipe
+from training.subjects import sample_seed
+
+#: The command `--export` records for a run without lineage.json (a replay records its stage instead).
+PUBLISHED_COMMAND = "python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml#long"
 
 
 def read_recipe(path: str | None) -> Recipe:
@@ -247,30 +259,60 @@ def add_noise(clean: torch.Tensor, r: Recipe, gen: torch.Generator):
     return clean + offset + n1, clean + offset, sigma
 
 
+def draw_sample(images: list[torch.Tensor], r: Recipe, gen: torch.Generator):
+    """(noisy, target, sigma) of one patch of a random image."""
+    volume = images[int(torch.randint(len(images), (1,), generator=gen))]
+    return add_noise(intensity(clean_patch(volume, r, gen), r, gen), r, gen)
+
+
 def batch(images: list[torch.Tensor], r: Recipe, gen: torch.Generator):
-    noisy, target, sigmas = [], [], []
-    for _ in range(r.batch_size):
-        volume = images[int(torch.randint(len(images), (1,), generator=gen))]
-        clean = intensity(clean_patch(volume, r, gen), r, gen)
-        n, t, s = add_noise(clean, r, gen)
-        noisy.append(n)
-        target.append(t)
-        sigmas.append(s)
+    """`r.batch_size` samples drawn in turn from `gen` (the batches of `recalibrate_norms`)."""
+    noisy, target, sigmas = zip(*(draw_sample(images, r, gen) for _ in range(r.batch_size)), strict=True)
     return torch.stack(noisy)[:, None], torch.stack(target)[:, None], torch.tensor(sigmas)
+
+
+class NoisyPatches(torch.utils.data.Dataset):
+    """Sample `index`: one patch drawn with a generator seeded by the run's seed and the index, so a
+    resumed run draws what an uninterrupted one would (training/loop.py `batches`)."""
+
+    def __init__(self, images: list[torch.Tensor], r: Recipe):
+        self.images, self.r = images, r
+
+    def __len__(self) -> int:
+        return 2**31 - 1
+
+    def __getitem__(self, index: int) -> dict:
+        gen = torch.Generator().manual_seed(sample_seed(self.r.seed, index))
+        noisy, target, sigma = draw_sample(self.images, self.r, gen)
+        sigma = torch.tensor(sigma, dtype=torch.float32)
+        return {"noisy": noisy[None], "target": target[None], "sigma": sigma}
+
+
+def noise_loss(net, batch: dict) -> torch.Tensor:
+    """Mean squared error of the predicted noise, divided by sigma (so low noise levels count)."""
+    noisy, sigma = batch["noisy"], batch["sigma"]
+    predicted = net(noisy, sigma)
+    per_sample = ((predicted.float() - (noisy - batch["target"])) ** 2).mean(dim=(1, 2, 3, 4))
+    return (per_sample / sigma).mean()
 
 
 # ------------------------------------------------------------------------------------------------ validation
 VALIDATION_NOISE = (("gaussian", 0.06), ("rician", 0.03), ("rician", 0.08))
+#: The phantom whose validation chooses the checkpoint (and the batch-norm check at export).
+VALIDATION_SEED = DEVELOPMENT_SEED
 
 
-def validation_set(size: int = 64) -> list[tuple[str, torch.Tensor, torch.Tensor, float]]:
-    """(name, noisy, clean, sigma) on two crops of the held-out phantom, 4 contrasts, 3 noise settings."""
+def validation_set(
+    size: int = 64, seed: int | None = None
+) -> list[tuple[str, torch.Tensor, torch.Tensor, float]]:
+    """(name, noisy, clean, sigma) on a central crop of the phantom of `seed`, 4 contrasts, 3 noise
+    settings. Default `VALIDATION_SEED`, which chooses checkpoints; measuring passes `HELD_OUT_SEED`."""
     from seqinv.physics import simulate
-    from seqinv.physics.phantom import HELD_OUT_SEED
     from training.evaluate import phantom_protocols
     from training.phantom_cache import default_cache_dir, load_phantom
 
-    subject = load_phantom(HELD_OUT_SEED, lesion=False, cache_dir=default_cache_dir())
+    seed = VALIDATION_SEED if seed is None else seed
+    subject = load_phantom(seed, lesion=False, cache_dir=default_cache_dir())
     centre = (subject.labels > 0).nonzero().float().mean(0).round().long().tolist()
     cases, gen = [], torch.Generator().manual_seed(1234)
     for contrast, sequence in phantom_protocols().items():
@@ -296,7 +338,10 @@ def validation_set(size: int = 64) -> list[tuple[str, torch.Tensor, torch.Tensor
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10(((a - b) ** 2).mean()))
+    """PSNR (dB) with peak 1, the scale's unit (seqinv/metrics.py `psnr_db`)."""
+    from seqinv.metrics import psnr_db
+
+    return psnr_db(b, a, 1.0)
 
 
 @torch.inference_mode()
@@ -319,7 +364,7 @@ def validate(net, cases, passes: int = 1) -> dict[str, float]:
     return result
 
 
-# ------------------------------------------------------------------------------------------------ loop
+# ------------------------------------------------------------------------------------------------ training
 def training_images(r: Recipe) -> list[torch.Tensor]:
     from training.phantom_cache import training_seeds
 
@@ -331,89 +376,132 @@ def training_images(r: Recipe) -> list[torch.Tensor]:
     return images
 
 
-def train(r: Recipe, output: Path) -> None:
-    from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
-    from training.loop import autocast, read_checkpoint
+class Clock:
+    """Training time across resumes, and the share of the time budget it has used (0 without one)."""
 
-    if r.precision not in ("fp32", "bf16"):
-        raise SystemExit(f"error: precision {r.precision!r} is not fp32 or bf16")
-    torch.manual_seed(r.seed)
-    r.init = pinned(r.init)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "recipe.json").write_text(json.dumps(asdict(r), indent=2))
-    images = training_images(r)
-    cases = validation_set()
-    _log(f"{len(images)} training volumes, {len(cases)} validation cases")
+    def __init__(self, budget_s: float):
+        self.budget_s, self.before_s, self.start = budget_s, 0.0, time.time()
+
+    def resume(self, before_s: float) -> None:
+        self.before_s, self.start = before_s, time.time()
+
+    def elapsed(self) -> float:
+        return self.before_s + time.time() - self.start
+
+    def share(self) -> float:
+        return self.elapsed() / self.budget_s if self.budget_s > 0 else 0.0
+
+
+class Chooser:
+    """After each step: a validation every `validate_every` steps and at the end, `best.pt` when its mean
+    gain is the best yet; stops the run once the time budget is spent. Its state (best gain, training
+    time) lives in `extra`, which every checkpoint copies."""
+
+    def __init__(self, net, cases, r: Recipe, output: Path, clock: Clock, extra: dict):
+        self.net, self.cases, self.r, self.output = net, cases, r, output
+        self.clock, self.extra = clock, extra
+        self.losses: list[float] = []
+
+    def after_step(self, done: int, loss: float, logs: dict) -> bool:
+        self.losses.append(loss)
+        spent = self.clock.share() >= 1
+        self.extra["elapsed_s"] = self.clock.elapsed()
+        if done % self.r.validate_every == 0 or done == self.r.steps or spent:
+            self._validate(done, logs["lr"])
+        return spent
+
+    def _validate(self, done: int, lr: float) -> None:
+        metrics = validate(self.net, self.cases)
+        record = {"step": done, "loss": float(np.mean(self.losses)), "lr": lr, "s": self.clock.elapsed()}
+        record.update(metrics)
+        with open(self.output / "log.jsonl", "a") as log:
+            log.write(json.dumps(record) + "\n")
+        _log(json.dumps(record))
+        self.losses = []
+        if metrics["mean_gain_db"] > self.extra["best"]:
+            self.extra["best"] = metrics["mean_gain_db"]
+            state = {"model": self.net.state_dict(), "step": done, "metrics": metrics}
+            torch.save({**state, "recipe": asdict(self.r)}, self.output / "best.pt.tmp")
+            os.replace(self.output / "best.pt.tmp", self.output / "best.pt")
+
+
+def new_network(r: Recipe):
+    from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
+
     net = ResidualDenoiser(denoiser_config(tuple(r.widths)))
     if r.init:
         initial_weights(net, r.init)
-    opt = torch.optim.AdamW(net.parameters(), lr=r.lr, weight_decay=r.weight_decay)
-    start, best = 0, -math.inf
-    last = output / "last.pt"
-    if last.exists():  # resume
-        state = read_checkpoint(last, fix="remove it to start over")
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start, best = state["step"], state["best"]
-    gen = torch.Generator().manual_seed(r.seed * 7919 + start)
-    log = open(output / "log.jsonl", "a")  # noqa: SIM115 (open for the whole run)
-    t0, losses = time.time(), []
-    elapsed0 = state["elapsed_s"] if last.exists() else 0.0
-    for step in range(start, r.steps):
-        elapsed = elapsed0 + time.time() - t0
-        progress = max(step / r.steps, elapsed / r.time_budget_s if r.time_budget_s > 0 else 0.0)
-        if progress >= 1:
-            break
-        lr = r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * progress))
-        lr *= min(1.0, (step + 1) / r.warmup_steps)  # a short warm-up, as usual for Adam
-        for group in opt.param_groups:
-            group["lr"] = lr
-        noisy, target, sigma = batch(images, r, gen)
-        with autocast(r.precision, "cpu"):
-            pred = net(noisy, sigma)
-        per_sample = ((pred.float() - (noisy - target)) ** 2).mean(dim=(1, 2, 3, 4))
-        loss = (per_sample / sigma).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        done = step + 1
-        last_step = (
-            done % r.validate_every == 0
-            or done == r.steps
-            or (r.time_budget_s > 0 and elapsed0 + time.time() - t0 >= r.time_budget_s)
-        )
-        if last_step:
-            metrics = validate(net, cases)
-            record = {
-                "step": done,
-                "loss": float(np.mean(losses)),
-                "lr": lr,
-                "s": time.time() - t0,
-                **metrics,
-            }
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            _log(json.dumps(record))
-            losses = []
-            if metrics["mean_gain_db"] > best:
-                best = metrics["mean_gain_db"]
-                torch.save(
-                    {"model": net.state_dict(), "step": done, "metrics": metrics, "recipe": asdict(r)},
-                    output / "best.pt",
-                )
-        if done % r.checkpoint_every == 0 or last_step:
-            tmp = output / "last.pt.tmp"
-            state = {
-                "model": net.state_dict(),
-                "opt": opt.state_dict(),
-                "step": done,
-                "best": best,
-                "elapsed_s": elapsed0 + time.time() - t0,
-            }
-            torch.save(state, tmp)
-            os.replace(tmp, last)
+    return net
+
+
+def resume(folder: Path, net, optimizer, scheduler, clock: Clock, extra: dict) -> int:
+    """The step to start from: the latest checkpoint's (weights, optimizer, schedule, random states, best
+    gain and training time restored), or 0."""
+    from training import loop
+
+    latest = loop.latest_checkpoint(folder)
+    if latest is None:
+        return 0
+    state = loop.load_checkpoint(latest, net, optimizer, scheduler, fix="remove it to start over")
+    extra["best"], extra["elapsed_s"] = state["best"], state["elapsed_s"]
+    clock.resume(state["elapsed_s"])
+    # the schedule of this call (its steps or time budget may differ from the checkpoint's)
+    for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+        group["lr"] = base * scheduler.lr_lambdas[0](scheduler.last_epoch)
+    return state["step"]
+
+
+def train(r: Recipe, output: Path, show_progress: bool = True) -> dict:
+    """Train into `output` through the common loop: checkpoints/ (resumed from), best.pt (chosen on the
+    `VALIDATION_SEED` phantom), log.jsonl and recipe.json. Returns the loop's history of this call."""
+    from training import loop
+
+    if r.precision not in ("fp32", "bf16"):
+        raise SystemExit(f"error: precision {r.precision!r} is not fp32 or bf16")
+    refuse_test("choose checkpoints", seeds=[VALIDATION_SEED])
+    loop.seed_everything(r.seed)
+    r.init = pinned(r.init)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "recipe.json").write_text(json.dumps(asdict(r), indent=2))
+    images, cases = training_images(r), validation_set()
+    _log(f"{len(images)} training volumes, {len(cases)} validation cases")
+    net = new_network(r)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=r.lr, weight_decay=r.weight_decay)
+    clock = Clock(r.time_budget_s)
+    scheduler = loop.cosine_schedule(optimizer, r.steps, r.min_lr / r.lr, r.warmup_steps, clock.share)
+    extra = {"kind": "denoise", "config": net.config.to_dict(), "recipe": asdict(r)}
+    extra.update(best=-math.inf, elapsed_s=0.0)
+    start = resume(output / "checkpoints", net, optimizer, scheduler, clock, extra)
+    chooser = Chooser(net, cases, r, output, clock, extra)
+    return _run_loop(net, optimizer, scheduler, NoisyPatches(images, r), start, chooser, show_progress)
+
+
+def _run_loop(net, optimizer, scheduler, data, start: int, chooser: Chooser, show_progress: bool) -> dict:
+    from training import loop
+    from training.distributed import DistInfo
+
+    r, info = chooser.r, DistInfo()  # one CPU process, as the published runs
+    end = start if chooser.clock.share() >= 1 else r.steps  # a spent time budget trains no more
+    return loop.run_loop(
+        model=net,
+        params=list(net.parameters()),
+        loss_fn=lambda batch: (noise_loss(net, batch), {"lr": optimizer.param_groups[0]["lr"]}),
+        data=loop.batches(data, start, end, r.batch_size, info, workers=0),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        start_step=start,
+        steps=end,
+        precision=r.precision,
+        device=info.device,
+        clip=1.0,
+        checkpoint_dir=chooser.output / "checkpoints",
+        checkpoint_every=r.checkpoint_every,
+        checkpoint_extra=chooser.extra,
+        info=info,
+        description="denoiser",
+        show_progress=show_progress,
+        after_step=chooser.after_step,
+    )
 
 
 @torch.no_grad()
@@ -438,7 +526,7 @@ def recalibrate_norms(net, images, r: Recipe, batches: int, seed: int = 0) -> No
 
 def export(checkpoint: Path, output: Path, command: str, recalibrate: int = 0) -> None:
     """The checkpoint as a model folder (float16); `recalibrate` > 0: its batch-norm statistics first
-    averaged over that many training batches (`recalibrate_norms`) and the held-out validation redone."""
+    averaged over that many training batches (`recalibrate_norms`) and the validation redone."""
     from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
     from training.lineage import read_lineage
     from training.loop import read_checkpoint
@@ -493,18 +581,31 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Recipe]:
     return args, recipe
 
 
+def run_denoise(opts, command: str = "", show_progress: bool = True) -> dict:
+    """`seqinv train denoise` (`opts`: training.options.DenoiseResnetOptions): train into `opts.output`,
+    then export the chosen checkpoint there (`recalibrate_norms` batches first, when set)."""
+    output = Path(opts.output)
+    history = train(opts.recipe, output, show_progress)
+    export(output / "best.pt", output, command, opts.recalibrate_norms)
+    return {"history": history, "output": str(output)}
+
+
 def main(argv: list[str] | None = None) -> None:
+    """`seqinv train denoise` under the name the published lineage of denoise 2.x records."""
+    from seqinv.errors import ParameterError
+    from training.options import DenoiseResnetOptions, command_line
+
     args, recipe = parse(argv)
     torch.set_num_threads(args.threads)
     if args.export:
-        export(
-            args.export,
-            args.output,
-            "python -m training.denoise_resnet --config training/recipes/denoise-resnet.toml#long",
-            recipe.recalibrate_norms,
-        )
-    else:
-        train(recipe, args.output)
+        export(args.export, args.output, PUBLISHED_COMMAND, recipe.recalibrate_norms)
+        return
+    opts = DenoiseResnetOptions(**asdict(recipe), output=str(args.output))
+    try:
+        opts.validate()
+    except ParameterError as err:
+        raise SystemExit(f"error: {err}") from None
+    run_denoise(opts, command_line("denoise-resnet", opts))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from training.lineage import read_lineage
 
 TEMPLATE_NAME = "card_template.md"
+#: The card's summary by the model's output kind (`ModelConfig.output_kind`).
 DESCRIPTIONS = {
     "features": "Pretrained 3D encoder: one feature vector per brain MRI patch, whatever the sequence.",
     "segment": "Segmentation head on a frozen pretrained encoder.",
@@ -27,11 +28,11 @@ END_TO_END = {  # fine-tuned with --train-encoder: the encoder is no longer the 
 }
 
 
-def describe(task: str, training: dict) -> str:
+def describe(output_kind: str, training: dict) -> str:
     """The card's one-line summary; says "end to end" when the encoder was trained too."""
-    if (training.get("options") or {}).get("train_encoder") and task in END_TO_END:
-        return END_TO_END[task]
-    return DESCRIPTIONS[task]
+    if (training.get("options") or {}).get("train_encoder") and output_kind in END_TO_END:
+        return END_TO_END[output_kind]
+    return DESCRIPTIONS[output_kind]
 
 
 def find_checkpoint(path: str | Path) -> Path:
@@ -90,19 +91,20 @@ def card_template() -> str:
 
 def render_card(model, metrics_rows: list[dict], template: Path | None = None) -> str:
     config = model.config
+    kind = config.output_kind
     training = config.training or {}
     cls = "SeqInvUNet" if config.arch == "unet" else "SeqInvEncoder"
     usage = {
         "segment": "seqinv segment scan.nii.gz --model <this repo id or folder>",
         "denoise": "seqinv denoise scan.nii.gz --model <this repo id or folder>",
-    }.get(config.task, "seqinv embed scan.nii.gz --model <this repo id or folder>")
+    }.get(kind, "seqinv embed scan.nii.gz --model <this repo id or folder>")
     values = {
         "pipeline_tag": {"segment": "image-segmentation", "denoise": "image-to-image"}.get(
-            config.task, "image-feature-extraction"
+            kind, "image-feature-extraction"
         ),
-        "task": config.task,
-        "title": config.name or f"seqinv {config.preset} {config.task}",
-        "description": describe(config.task, training),
+        "task": kind,
+        "title": config.name or f"seqinv {config.preset} {kind}",
+        "description": describe(kind, training),
         "cls": cls,
         "preset": config.preset,
         "outputs": f"{config.out_channels} ({', '.join(config.labels) or '-'})",
@@ -245,9 +247,11 @@ def _final_record(run: str | Path) -> dict:
 
 
 def _command_for(kind: str, options: dict, command_line) -> str:
+    """The `seqinv train` command of a run: pretrain, or the subcommand of its task's output kind."""
+    from seqinv.tasks import TASKS
     from training.options import FinetuneOptions, PretrainOptions
 
     if kind == "pretrain":
         return command_line("pretrain", PretrainOptions(**options))
     opts = FinetuneOptions(**options)
-    return command_line("denoise" if kind == "denoise" else "segment", opts)
+    return command_line(TASKS[opts.task].output_kind, opts)

@@ -18,6 +18,7 @@ from training.patches import NoiseConfig, PatchDataset, PatchMaker
 from training.phantom_cache import default_cache_dir
 from training.pools import label_fraction, phantom_pool, place_pool
 from training.pretrain import timing_summary
+from training.task_ops import load_folder, task_ops
 
 
 def parse_class_weights(text: str, n_classes: int) -> torch.Tensor | None:
@@ -52,7 +53,7 @@ def build_unet(encoder, opts: FinetuneOptions):
     config = dataclasses.replace(
         encoder.config,
         arch="unet",
-        task=TASK_TABLE[opts.task].config_task,
+        output_kind=TASK_TABLE[opts.task].output_kind,
         task_name=opts.task,
         out_channels=len(labels) or 1,
         labels=labels,
@@ -155,12 +156,10 @@ def build_subjects(opts: FinetuneOptions):
         subjects, desc = head_subjects(opts, Path(opts.cache_dir) if opts.cache_dir else default_cache_dir())
     elif opts.phantom:
         cache = Path(opts.cache_dir) if opts.cache_dir else default_cache_dir()
-        subjects = phantom_pool(opts.phantoms, lesion=opts.task == "arc", cache_dir=cache)
+        subjects = phantom_pool(opts.phantoms, lesion=TASK_TABLE[opts.task].lesion, cache_dir=cache)
         kinds = opts.sequences or "all kinds"
         desc = f"{opts.phantoms} built-in phantoms, random contrasts from the priors ({kinds})"
     else:
-        from training.datasets import load_folder
-
         subjects = load_folder(opts.data, opts.task)
         desc = f"{opts.task} data from {opts.data}"
     kept = label_fraction(subjects, opts.label_fraction)
@@ -170,9 +169,7 @@ def build_subjects(opts: FinetuneOptions):
 def patch_maker(opts: FinetuneOptions, noise: NoiseConfig, data_device):
     """The training-sample maker of the run's data source."""
     if opts.phantom and opts.phantom_source == "synth":
-        from training.synth import SynthPatchMaker, synth_prior
-
-        return SynthPatchMaker(opts.patch_size, synth_prior(opts), sequence_kinds(opts.sequences))
+        return task_ops(opts.task).synth(opts, sequence_kinds(opts.sequences))
     maker_cls, head = PatchMaker, {}
     if opts.phantom and opts.phantom_source == "synthseg":
         from training.head_phantoms import HeadPatchMaker as maker_cls
@@ -229,7 +226,7 @@ def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool =
             info,
             opts.workers,
         )
-        if opts.task == "denoise":
+        if _denoises(opts):
             loss_fn = lambda batch: denoise_loss(model, batch)  # noqa: E731
         else:
             loss_fn = lambda batch: segment_loss(model, batch, class_weights)  # noqa: E731
@@ -259,7 +256,8 @@ def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool =
         history = {k: before.get(k, []) + v for k, v in history.items()}
         if info.is_main:
             unet.config.training = finetune_record(opts, command, data_desc, precision, history, info, unet)
-            if opts.task == "arc":
+            synth = opts.phantom and opts.phantom_source == "synth"  # its own lesion share (issue 34)
+            if task_ops(opts.task).prior_correction and not synth:
                 shift = lesion_prior_shift(subjects, maker, opts.seed)
                 shift_lesion_logit(unet, shift)
                 unet.config.training["lesion_prior_shift"] = round(shift, 4)
@@ -267,6 +265,11 @@ def run_finetune(opts: FinetuneOptions, command: str = "", show_progress: bool =
         return {"history": history, "output": str(out)}
     finally:
         teardown(info)
+
+
+def _denoises(opts: FinetuneOptions) -> bool:
+    """The task's models predict noise (MSE on it) instead of labels (Dice + CE)."""
+    return TASK_TABLE[opts.task].output_kind == "denoise"
 
 
 def lesion_prior_shift(subjects, maker: PatchMaker, seed: int, samples: int = 200) -> float:
@@ -314,7 +317,7 @@ def finetune_record(opts, command, data_desc, precision, history, info: DistInfo
         "steps": opts.steps,
         "global_batch_size": opts.batch_size * info.world_size,
         "precision": precision,
-        "noise_sigma_range": [opts.sigma_min, opts.sigma_max] if opts.task == "denoise" else None,
+        "noise_sigma_range": [opts.sigma_min, opts.sigma_max] if _denoises(opts) else None,
         "seqinv_version": __version__,
         "date": time.strftime("%Y-%m-%d"),
         "metrics": {"final_loss": round(sum(last) / max(1, len(last)), 5), **timing_summary(history)},

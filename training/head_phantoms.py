@@ -29,6 +29,7 @@ from training.augment import (
 from training.contrasts import receive_field
 from training.crops import _random_voxel
 from training.patches import PatchMaker
+from training.task_ops import NO_TASK, task_ops
 from training.views import ViewMaker
 
 
@@ -39,7 +40,7 @@ class HeadSampling:
     random_contrast: float = 0.3  # share of samples with random per-kind intensities instead of physics
     clinical: float = 0.5  # share of samples acquired with thick slices (AcquisitionPrior.clinical_prob)
     head_focus: float = 0.7  # share of crops centred on a brain voxel (the rest: anywhere in the head)
-    lesion: float = 0.0  # share of crops with a stroke-like lesion in their parenchyma (task arc)
+    lesion: float = 0.0  # share of crops with a stroke-like lesion in their parenchyma (TaskOps.lesion_rate)
     lesion_central: float = 0.0  # share of those whose lesion lies in the crop's central half
     superficial_wm: float = 0.0  # share of samples with WM darker under the cortex (anatomy.superficial_wm)
     pv_range: tuple[float, float] = (0.3, 0.6)  # partial-volume blur, voxels (drawn per sample)
@@ -75,12 +76,11 @@ class HeadSubject:
 def head_pool(count: int, folder: str = "", cache_dir=None, maps=None) -> list[HeadSubject]:
     """The first `count` of `maps` (default `TRAINING_MAPS`, 1-16; the test maps 17 and 18 never)."""
     from seqinv.errors import ParameterError
-    from seqinv.physics.anatomy import TEST_MAPS, TRAINING_MAPS, load_anatomy
+    from seqinv.physics.anatomy import TRAINING_MAPS, load_anatomy
+    from seqinv.physics.sets import refuse_test
 
     maps = TRAINING_MAPS if maps is None else maps
-    if set(maps) & set(TEST_MAPS):
-        test = sorted(set(maps) & set(TEST_MAPS))
-        raise ParameterError(f"label maps {test} are test maps: never train on them")
+    refuse_test("train", maps=maps)
     if not 1 <= count <= len(maps):
         raise ParameterError(
             f"--phantoms {count}: need 1-{len(maps)} label maps, e.g. --phantoms {len(maps)}"
@@ -170,27 +170,27 @@ def acquire_crop(
 
 
 class HeadPatchMaker(PatchMaker):
-    """Fine-tuning patches from head phantoms (tasks ixi, arc and denoise): a `PatchMaker` whose image and
-    labels come from `render_crop` instead of a cached phantom; the same intensity augmentation follows.
-    For arc the label is the lesion mask (crops with a lesion at rate `head.lesion`)."""
+    """Fine-tuning patches from head phantoms (every trainable task): a `PatchMaker` whose image and labels
+    come from `render_crop` instead of a cached phantom; the same intensity augmentation follows. For a
+    task whose target is the lesion the label is its mask (crops with a lesion at rate `head.lesion`)."""
 
     def __init__(self, task: str, patch_size: int, aug: AugmentConfig | None = None, noise=None, *,
                  head: HeadSampling | None = None, kinds=None, **kwargs):  # fmt: skip
         super().__init__(task, patch_size, aug, noise, kinds=kinds, **kwargs)
         self.head = head or HeadSampling()
         # resolution comes from the acquisition model; keep only bias, Gibbs, noise and dropout
-        self.intensity = intensity_transforms(self.aug, self.patch_size, noise=task != "denoise")
+        self.intensity = intensity_transforms(self.aug, self.patch_size, noise=not self.denoise)
 
     def sample(self, subject: HeadSubject, seed: int) -> dict:
         gen = torch.Generator().manual_seed(seed)
         crop = render_crop(subject, gen, self.patch_size, self.head)
         sample = crop["sample"]
         image, record = contrast_image(sample, gen, self.head, self.kinds)
-        labels = sample.labels if self.task != "arc" else _lesion_labels(sample)
+        labels = _lesion_labels(sample) if self.spec.lesion else sample.labels
         image, labels, acq = acquire_crop(image, labels, crop["start"], crop["shape"], gen, self.head)
         seed_transforms(self.intensity, seed + 2)
         image = apply(self.intensity, image[None]).float()
-        if self.task == "denoise":
+        if self.denoise:
             return self._noisy_pair(image, gen)
         return {"image": zscore(image), "label": labels[None].long()}
 
@@ -257,12 +257,6 @@ def _fixed_contrast(sample, gen, sequence):
     return percentile_rescale(image), {"contrast": "physics", "sequence": sequence.to_dict()}
 
 
-#: Task arc: share of crops with a lesion (the rest teach that most of a scan has none), and share of
-#: those with the lesion in the crop's central half (the ICBM recipe centres half its crops on the lesion).
-ARC_LESION_RATE = 0.8
-ARC_LESION_CENTRAL = 0.5
-
-
 def whole_head_lesion_share(subjects: list[HeadSubject], seed: int, count: int = 4) -> float:
     """Mean share of a whole head's grid that one lesion (`add_lesion`) covers, over `count` subjects: what
     a scan with one stroke holds (for the lesion prior correction, training/finetune.py)."""
@@ -277,13 +271,14 @@ def whole_head_lesion_share(subjects: list[HeadSubject], seed: int, count: int =
 
 
 def head_sampling(opts) -> HeadSampling:
-    """The sampler rates from the training options (`random_contrast`, `clinical`, the task)."""
-    arc = getattr(opts, "task", "") == "arc"
+    """The sampler rates from the training options (`random_contrast`, `clinical`, the task's lesion rates
+    of training/task_ops.py; pretraining names no task: no lesions)."""
+    ops = task_ops(opts.task) if hasattr(opts, "task") else NO_TASK
     return HeadSampling(
         random_contrast=opts.random_contrast,
         clinical=opts.clinical,
-        lesion=ARC_LESION_RATE if arc else 0.0,
-        lesion_central=ARC_LESION_CENTRAL if arc else 0.0,
+        lesion=ops.lesion_rate,
+        lesion_central=ops.lesion_central,
         superficial_wm=getattr(opts, "superficial_wm", 0.0),
         pv_range=(0.3, getattr(opts, "pv_max", 0.6)),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import re
@@ -49,6 +50,29 @@ def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: flo
     def factor(step: int) -> float:
         ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
         return ramp * max(0.0, 1.0 - step / max(1, total_steps)) ** power
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    final: float = 0.0,
+    warmup: int = 0,
+    time_share: Callable[[], float] | None = None,
+):
+    """lr · (final + (1 − final)·(1 + cos(π·p))/2) after a linear warm-up over `warmup` steps; p is the
+    share of the run done: of the steps, or of a time budget (`time_share()`) when that is further.
+
+    The default denoiser's schedule (training/denoise_resnet.py): its CPU runs end on a time budget, and
+    the schedule must reach its end then rather than stop half-way down."""
+
+    def factor(step: int) -> float:
+        done = step / max(1, total_steps)
+        if time_share is not None:
+            done = max(done, time_share())
+        ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        return ramp * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0))))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -137,9 +161,11 @@ def _reason(err: BaseException) -> str:
     return text.split(". ")[0][:200] or type(err).__name__
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+def load_checkpoint(
+    path: Path, model, optimizer, scheduler, fix: str = "remove it or start without --resume"
+) -> dict:
     """Restore model, optimizer, scheduler and RNG states; returns the checkpoint dict (with `step`)."""
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, fix)
     _unwrap(model).load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -257,8 +283,12 @@ def run_loop(
     info: DistInfo,
     description: str,
     show_progress: bool = True,
+    after_step: Callable[[int, float, dict], bool] | None = None,
 ) -> dict:
-    """The optimisation loop. Returns per-step losses and timings (data vs compute seconds)."""
+    """The optimisation loop. Returns per-step losses and timings (data vs compute seconds).
+
+    `after_step(steps_done, loss, logs)`, when given, runs after each step and before its checkpoint (so it
+    may update `checkpoint_extra`, which every checkpoint copies); True ends the run there, checkpointed."""
     history = {"loss": [], "data_s": [], "step_s": []}
     model.train()
     with Progress(description, steps, start_step, show_progress and info.is_main) as progress:
@@ -284,10 +314,11 @@ def run_loop(
             history["step_s"].append(t_now - t_end)
             t_end = t_now
             done = step + 1
+            stop = bool(after_step(done, value, logs)) if after_step is not None else False
             if (
                 checkpoint_dir is not None
                 and info.is_main
-                and (done % checkpoint_every == 0 or done == steps)
+                and (done % checkpoint_every == 0 or done == steps or stop)
             ):
                 save_checkpoint(
                     checkpoint_dir,
@@ -305,4 +336,6 @@ def run_loop(
                 "data%": data_pct,
             }
             progress.update(shown)
+            if stop:
+                break
     return history

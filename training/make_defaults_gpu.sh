@@ -58,7 +58,7 @@ elif [ "$PHASE" = heads ]; then
     for f in 1 10 100; do
       JOBS+=("ixi-$e-$f|seqinv train segment --config $C/ixi.toml#gpu --encoder $R/$e --label-fraction $f ${GPU[*]} --output \$OUT_DIR/ixi-$e-$f")
     done
-    JOBS+=("denoise-$e|seqinv train denoise --config $C/denoise.toml#denoise --encoder $R/$e ${GPU[*]} --output \$OUT_DIR/denoise-$e")
+    JOBS+=("denoise-$e|seqinv train denoise-head --config $C/denoise.toml#denoise --encoder $R/$e ${GPU[*]} --output \$OUT_DIR/denoise-$e")
   done
 else
   echo "usage: $0 pretrain|heads RUNS_DIR MINUTES" >&2

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from seqinv.tasks import TASKS as TASK_TABLE
+from seqinv.tasks import TISSUE_TASK
 from seqinv.tasks import TRAIN_TASKS as TASKS
 
 STRATEGIES = ("base", "seqaug", "seqinv")
-TISSUE_LABELS = list(TASK_TABLE["ixi"].labels)
-LESION_LABELS = list(TASK_TABLE["arc"].labels)
 
 
 @dataclass
@@ -114,12 +113,23 @@ def check_phantom_source(opts) -> None:
         raise ParameterError(
             f"--phantom-source {opts.phantom_source} renders on the CPU: use --data-device cpu"
         )
-    if opts.phantom_source == "synth" and getattr(opts, "task", "") != "ixi":
-        raise ParameterError("--phantom-source synth trains tissue segmentation: use it with --task ixi")
+    if opts.phantom_source == "synth" and not _synth_task(getattr(opts, "task", "")):
+        synth_tasks = ", ".join(n for n in TASKS if _synth_task(n))
+        raise ParameterError(
+            f"--phantom-source synth makes tissue and lesion labels: use it with --task {synth_tasks}"
+        )
     if not 0.0 <= getattr(opts, "physics_share", 0.0) <= 1.0:
         raise ParameterError(f"--physics-share {opts.physics_share}: a rate in [0, 1]")
+    if not 0.0 <= getattr(opts, "lesion_free", 0.4) <= 1.0:
+        raise ParameterError(f"--lesion-free {opts.lesion_free}: a rate in [0, 1]")
     if not 0.0 <= getattr(opts, "csf_rim_mm", 1.5) <= 12.0:
         raise ParameterError(f"--csf-rim-mm {opts.csf_rim_mm}: a distance in [0, 12] mm")
+
+
+def _synth_task(task: str) -> bool:
+    from training.task_ops import TASK_OPS
+
+    return task in TASK_OPS and TASK_OPS[task].synth is not None
 
 
 def sequence_kinds(text: str) -> tuple[str, ...] | None:
@@ -162,7 +172,7 @@ class FinetuneOptions:
     encoder: str = ""  # folder, Hub repo id or published model name of a SeqInvEncoder (or a U-Net's encoder)
     init: str = ""  # a trained U-Net (same encoder and task) whose decoder this run starts from
     train_encoder: bool = False  # fine-tune the encoder too (end to end) instead of freezing it
-    task: str = "ixi"  # ixi | arc | denoise
+    task: str = TISSUE_TASK  # one of seqinv/tasks.py TRAIN_TASKS (ixi | arc | denoise)
     phantom: bool = False
     data: str = ""  # IXI-style or BIDS-style ARC folder (see docs/training.md)
     phantoms: int = 16
@@ -174,6 +184,7 @@ class FinetuneOptions:
     pv_max: float = 0.6  # synthseg: largest partial-volume blur (voxels; drawn in [0.3, pv_max])
     physics_share: float = 0.2  # synth: share of physics-sequence samples (the rest: Gaussian mixture)
     csf_rim_mm: float = 1.5  # synth: label 24 is CSF within this distance of GM/WM, background beyond
+    lesion_free: float = 0.4  # synth, task arc: share of samples without a lesion (training/synth_lesion.py)
     label_fraction: float = 100.0
     sequences: str = ""  # comma-separated sequence kinds to simulate (seqinv.physics.priors); "": all
     patch_size: int = 64

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from seqinv.tasks import get_task
 from training.augment import (
     AugmentConfig,
     apply,
@@ -19,6 +20,7 @@ from training.augment import (
 from training.contrasts import simulate_image
 from training.crops import crop_maps, crop_pad, crop_start
 from training.subjects import Subject, sample_seed
+from training.task_ops import task_ops
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,11 @@ class NoiseConfig:
 class PatchMaker:
     """Fine-tuning patches: a random contrast (priors; all kinds or `kinds`) per sample, labels alongside.
 
-    task `ixi`: tissue labels 0–3; `arc`: lesion 0/1 with half the crops centred on the lesion;
-    `denoise`: (noisy, noise) pairs. `head_focus` of the other crops are centred on a labelled voxel, the
-    rest fall anywhere in the volume (whole-scan inference also sees air, skull and the image corners).
+    The label is the task's `target` (seqinv/tasks.py: tissue labels 0–3 for `ixi`, the lesion mask for
+    `arc`); tasks with `lesion_focus` (training/task_ops.py) centre `lesion_focus` of the crops on the
+    lesion; denoising tasks get (noisy, noise) pairs. `head_focus` of the other crops are centred on a
+    labelled voxel, the rest fall anywhere in the volume (whole-scan inference also sees air, skull and the
+    image corners).
     Works on the subjects' device: a pool moved to a GPU (`to_device`) generates patches there.
     """
 
@@ -52,6 +56,8 @@ class PatchMaker:
         kinds: tuple[str, ...] | None = None,
     ):
         self.task = task
+        self.spec = get_task(task)
+        self.focus_on_lesion = task_ops(task).lesion_focus
         self.kinds = kinds
         self.head_focus = head_focus
         self.patch_size = int(patch_size)
@@ -59,18 +65,19 @@ class PatchMaker:
         self.noise = noise or NoiseConfig()
         self.crop_size = int(self.patch_size * (1 + margin) + 1) // 2 * 2
         self.lesion_focus = lesion_focus
-        keys = ("image",) if task == "denoise" else ("image", "label")
+        keys = ("image",) if self.denoise else ("image", "label")
         self.spatial = spatial_transforms(self.aug, self.patch_size, keys, device)
         self.intensity = resolution_transforms(self.aug) + intensity_transforms(
-            self.aug, self.patch_size, noise=task != "denoise"
+            self.aug, self.patch_size, noise=not self.denoise
         )
 
+    @property
+    def denoise(self) -> bool:
+        """Samples are (noisy, noise) pairs instead of images with labels."""
+        return self.spec.output_kind == "denoise"
+
     def _label_volume(self, subject: Subject) -> torch.Tensor | None:
-        if self.task == "ixi":
-            return subject.labels
-        if self.task == "arc":
-            return subject.lesion
-        return None
+        return getattr(subject, self.spec.target) if self.spec.target else None
 
     def _image(self, subject: Subject, start: list[int], gen: torch.Generator) -> torch.Tensor:
         if subject.image is not None:
@@ -85,7 +92,7 @@ class PatchMaker:
         label = self._label_volume(subject)
         focus = None
         if (
-            self.task == "arc"
+            self.focus_on_lesion
             and label is not None
             and float(torch.rand((), generator=gen)) < self.lesion_focus
         ):
@@ -95,13 +102,13 @@ class PatchMaker:
             focus = subject.labels > 0
         start = crop_start(subject.shape, self.crop_size, gen, focus)
         data = {"image": self._image(subject, start, gen)[None]}
-        if self.task != "denoise":
+        if not self.denoise:
             data["label"] = crop_pad(label.to(torch.float32), start, self.crop_size)[None]
         seed_transforms(self.spatial, seed + 1)
         seed_transforms(self.intensity, seed + 2)
         data = apply(self.spatial, data)
         image = apply(self.intensity, data["image"]).float()
-        if self.task == "denoise":
+        if self.denoise:
             return self._noisy_pair(image, gen)
         return {"image": zscore(image), "label": data["label"].round().long()}
 

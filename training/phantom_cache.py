@@ -14,12 +14,13 @@ PHANTOM_FIRST_SEED = 1000
 
 
 def training_seeds(count: int, first: int = PHANTOM_FIRST_SEED) -> list[int]:
-    """`count` phantom seeds from `first` on, never the evaluation seed `HELD_OUT_SEED`."""
-    from seqinv.physics.phantom import HELD_OUT_SEED
+    """`count` phantom seeds from `first` on, never the test seed `HELD_OUT_SEED` nor the development seed
+    `DEVELOPMENT_SEED` (seqinv/physics/sets.py)."""
+    from seqinv.physics.sets import DEVELOPMENT_SEED, HELD_OUT_SEED
 
     seeds, seed = [], first
     while len(seeds) < count:
-        if seed != HELD_OUT_SEED:
+        if seed not in (HELD_OUT_SEED, DEVELOPMENT_SEED):
             seeds.append(seed)
         seed += 1
     return seeds

@@ -83,7 +83,7 @@ def run_pretrain(opts: PretrainOptions, command: str = "", show_progress: bool =
         config = ModelConfig.from_preset(
             opts.preset,
             arch="encoder",
-            task="features",
+            output_kind="features",
             patch_size=(opts.patch_size,) * 3,
             pooling=opts.pooling,
             name=opts.name or f"seqinv-{opts.strategy}-{opts.preset}",

@@ -7,10 +7,10 @@ A recipe (training/recipes/<model>.toml) names the model and version it made and
 
     [[stage]]
     name = "gpu"              # the stage's output folder: RUNS/gpu
-    command = "segment"       # pretrain | segment | denoise | denoise-resnet
+    command = "segment"       # pretrain | segment | denoise | denoise-head | denoise-resnet
     note = "why this stage"   # optional
-    [stage.options]           # the options of `seqinv train <command>` (TOML names);
-                              # denoise-resnet: the keys of `python -m training.denoise_resnet`
+    [stage.options]           # the options of `seqinv train <command>` (TOML names); denoise-resnet:
+                              # `seqinv train denoise` as `python -m training.denoise_resnet`
     encoder = "@seqinv"       # "@name": the output folder of an earlier stage
 
     [[stage]]
@@ -21,6 +21,9 @@ A recipe (training/recipes/<model>.toml) names the model and version it made and
 Replaying runs every stage in order (stages whose output already holds a model are kept) and writes
 `lineage.json` into each stage's folder: the recipe and the commands of every stage up to it, which
 `seqinv train export` copies into the exported config.json (`training.lineage`).
+
+A stage made before its command was renamed says so (`published_as = "denoise"` on a `denoise-head`
+stage): it runs under today's name and records the name its published lineage holds.
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ from training.options import SKIP, DenoiseResnetOptions, FinetuneOptions, Pretra
 COMMANDS = {
     "pretrain": PretrainOptions,
     "segment": FinetuneOptions,
-    "denoise": FinetuneOptions,
-    "denoise-resnet": DenoiseResnetOptions,
+    "denoise": DenoiseResnetOptions,  # the default denoiser
+    "denoise-head": FinetuneOptions,  # the research head on an encoder (task denoise)
+    "denoise-resnet": DenoiseResnetOptions,  # `denoise` as the script that made denoise 2.x
 }
+#: Earlier names of a command: `seqinv train denoise` trained the research head until issue 32.
+EARLIER_NAMES = {"denoise-head": ("denoise",)}
 
 
 @dataclass
@@ -48,9 +54,16 @@ class Stage:
     command: str
     options: Any  # PretrainOptions | FinetuneOptions | DenoiseResnetOptions, with outputs resolved
     note: str = ""
+    published_as: str = ""  # the command's earlier name, which the published lineage records
 
     @property
     def command_line(self) -> str:
+        """The command as the lineage records it."""
+        return command_line(self.published_as or self.command, self.options)
+
+    @property
+    def run_line(self) -> str:
+        """The command that runs it today."""
         return command_line(self.command, self.options)
 
 
@@ -122,13 +135,20 @@ def _stage(path: Path, raw: dict, output: Path, outputs: dict[str, str]) -> Stag
             if value[1:] not in outputs:
                 raise _error(path, f"stage {raw['name']!r}: {key} = {value!r} names no earlier stage")
             options[key] = outputs[value[1:]]
-    if command == "denoise":
+    if command == "denoise-head":
         options["task"] = "denoise"
-    if command == "denoise-resnet":  # TOML arrays are the script's tuples
+    if cls is DenoiseResnetOptions:  # TOML arrays are the recipe's tuples
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     opts = cls(**{**options, "output": str(output)})
     opts.validate()
-    return Stage(raw["name"], command, opts, raw.get("note", ""))
+    return Stage(raw["name"], command, opts, raw.get("note", ""), _published_as(path, raw))
+
+
+def _published_as(path: Path, raw: dict) -> str:
+    name, command = raw.get("published_as", ""), raw["command"]
+    if name and name not in EARLIER_NAMES.get(command, ()):
+        raise _error(path, f"stage {raw['name']!r}: published_as {name!r} is no earlier name of {command!r}")
+    return name
 
 
 def lineage(path: str | Path, stages: list[Stage], upto: int) -> dict:
@@ -159,7 +179,7 @@ def replay(
     stages = plan(path, runs, until)
     for i, stage in enumerate(stages):
         done = _done(stage)
-        echo(("# done: " if done and not dry_run else "") + stage.command_line)
+        echo(("# done: " if done and not dry_run else "") + stage.run_line)
         if dry_run or done:
             continue
         Path(stage.options.output).mkdir(parents=True, exist_ok=True)
@@ -170,13 +190,10 @@ def replay(
 
 
 def _run(stage: Stage) -> None:
-    if stage.command == "denoise-resnet":
-        from training.denoise_resnet import export, train
+    if isinstance(stage.options, DenoiseResnetOptions):
+        from training.denoise_resnet import run_denoise
 
-        output = Path(stage.options.output)
-        train(stage.options.recipe, output)
-        # the model folder, as _done expects
-        export(output / "best.pt", output, stage.command_line, stage.options.recalibrate_norms)
+        run_denoise(stage.options, command=stage.command_line)  # trains, then exports into its folder
     elif stage.command == "pretrain":
         from training.pretrain import run_pretrain
 

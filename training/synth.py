@@ -117,9 +117,12 @@ def targets(kinds, classes, distance, rim_mm: float) -> torch.Tensor:
 
 
 def mixture_image(
-    classes: torch.Tensor, gen: torch.Generator, prior: SynthPrior
+    classes: torch.Tensor, gen: torch.Generator, prior: SynthPrior, extend=None
 ) -> tuple[torch.Tensor, dict]:
-    """SynthSeg's Gaussian mixture: per generation class a mean U(0, 1) and std U(0, std_max) per voxel."""
+    """SynthSeg's Gaussian mixture: per generation class a mean U(0, 1) and std U(0, std_max) per voxel.
+
+    `extend(means, stds)` may append (means, stds) of extra classes (indices from `len(GEN_LABELS)` on,
+    training/synth_lesion.py); it must draw from its own generator so that `gen`'s draws stay the same."""
     from seqinv.physics.anatomy import GEN_INDEX, GEN_LABELS
 
     n = len(GEN_LABELS)
@@ -132,15 +135,18 @@ def mixture_image(
     elif pick >= prior.background[0]:
         background, means[GEN_INDEX[0]] = "dark", _uniform(gen, 0.0, prior.dark_max)
         stds[GEN_INDEX[0]] = min(float(stds[GEN_INDEX[0]]), float(means[GEN_INDEX[0]]) / 2)
+    if extend is not None:
+        means, stds = extend(means, stds)
     index = classes.long()
     noise = torch.randn(classes.shape, generator=gen)
     image = means[index] + stds[index] * noise
     return image.clamp_(min=0.0), {"contrast": "mixture", "background": background}
 
 
-def physics_image(kinds, bone_depth, gen: torch.Generator, prior: SynthPrior, sequences=None):
+def physics_image(kinds, bone_depth, gen: torch.Generator, prior: SynthPrior, sequences=None, extend=None):
     """A physics sequence (`seqinv.physics.priors`) on qMRI values from widened per-kind ranges, with
-    within-tissue texture and Gaussian noise."""
+    within-tissue texture and Gaussian noise. `extend(values)` may append the (m, 5) qMRI values of extra
+    kinds (indices from `len(KINDS)` on, training/synth_lesion.py), drawn from its own generator."""
     from seqinv.physics import simulate
     from seqinv.physics.anatomy import PARAMS, draw_values, flow_voids, kinds_to_maps, split_tissues
     from seqinv.physics.maps import QMRIMaps
@@ -150,6 +156,8 @@ def physics_image(kinds, bone_depth, gen: torch.Generator, prior: SynthPrior, se
     values = draw_values(gen)
     spread = 1.0 + prior.physics_widen * (2.0 * torch.rand(values.shape, generator=gen) - 1.0)
     values = flow_voids(values * spread, gen)
+    if extend is not None:
+        values = extend(values)
     maps = kinds_to_maps(kinds, values, gen, 0.0)
     sequence = draw_sequence(gen, sequences)
     image = torch.nan_to_num(

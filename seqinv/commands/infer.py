@@ -44,21 +44,16 @@ _EXAMPLE = typer.Option(False, "--example", help="Run on the bundled example T1w
 _VOLUME = typer.Option(None, "--volume", help="4D inputs: the volume to process (0 is the first).")
 
 
-def _settings(device, precision, overlap, sw_batch_size, tta, fast, threads):
-    from seqinv.inference.sliding import InferenceSettings
-
-    if fast and tta:
-        raise ParameterError("--fast and --tta contradict each other; pick one")
-    if overlap is None:
-        overlap = 0.25 if fast else 0.5
-    return InferenceSettings(
-        device=device,
-        precision=precision,
-        overlap=overlap,
-        sw_batch_size=sw_batch_size,
-        tta=tta,
-        threads=threads,
-    )
+def _tuning(device, precision, overlap, sw_batch_size, tta, threads) -> dict:
+    """The `InferenceSettings` fields the flags give (overlap None: the default, or --fast's)."""
+    return {
+        "device": device,
+        "precision": precision,
+        "overlap": overlap,
+        "sw_batch_size": sw_batch_size,
+        "tta": tta,
+        "threads": threads,
+    }
 
 
 def _inputs(inputs: list[str] | None, example: bool) -> list[Path]:
@@ -143,9 +138,18 @@ def segment(
     volume_index: int = _VOLUME,
 ) -> None:
     """Segment brain tissue (ixi) or stroke lesions (arc); labels in the input's native space."""
-    if task not in SEGMENT_TASKS:
-        raise ParameterError(f"unknown task {task!r} for segment; expected one of {', '.join(SEGMENT_TASKS)}")
-    settings = _settings(device, precision, overlap, sw_batch_size, tta, fast, threads)
+    from seqinv.inference.options import SegmentOptions
+
+    options = SegmentOptions.build(
+        task=task,
+        probs=probs,
+        head_mask=False if no_head_mask else None,
+        refine=False if no_refine else None,
+        grid=grid,
+        volume=volume_index,
+        fast=fast,
+        **_tuning(device, precision, overlap, sw_batch_size, tta, threads),
+    )
     _check_brain_options(task, brain_model, no_brain_mask)
     from seqinv.inference.files import segment_files
 
@@ -153,20 +157,14 @@ def segment(
     summary = segment_files(
         paths,
         _default_output(output, example),
-        task,
-        model,
-        probs=probs,
+        model=model,
+        options=options,
         qc=qc,
         volumes=volumes,
-        head_mask=False if no_head_mask else None,
-        refine=False if no_refine else None,
-        grid=grid,
         brain_model=None if no_brain_mask else (brain_model or "auto"),
         skip_existing=skip_existing,
-        settings=settings,
         progress=True,
         log=_log,
-        volume=volume_index,
     )
     _finish(summary, len(paths))
 
@@ -207,25 +205,27 @@ def denoise(
     volume_index: int = _VOLUME,
 ) -> None:
     """Denoise scans; the result keeps the input's grid, header and intensity scale."""
-    settings = _settings(device, precision, overlap, sw_batch_size, tta, fast, threads)
+    from seqinv.inference.options import DenoiseOptions
+
+    options = DenoiseOptions.build(
+        sigma=sigma,
+        passes=passes,
+        nonlocal_stage=nonlocal_stage,
+        volume=volume_index,
+        fast=fast,
+        **_tuning(device, precision, overlap, sw_batch_size, tta, threads),
+    )
     from seqinv.inference.files import denoise_files
 
     paths = _inputs(inputs, example)
-    output = _default_output(output, example)
-    if passes is None and fast:
-        passes = 1
     summary = denoise_files(
         paths,
-        output,
+        _default_output(output, example),
         model,
-        sigma,
-        skip_existing,
-        settings,
+        options=options,
+        skip_existing=skip_existing,
         progress=True,
         log=_log,
-        volume=volume_index,
-        passes=passes,
-        nonlocal_stage=nonlocal_stage,
     )
     _finish(summary, len(paths))
 
@@ -247,12 +247,15 @@ def embed(
     volume_index: int = _VOLUME,
 ) -> None:
     """Encoder features: pooled vector and the dense deepest feature map (1/16 resolution, RAS)."""
-    settings = _settings(device, precision, overlap, sw_batch_size, False, False, threads)
+    from seqinv.inference.options import EmbedOptions
+
+    tuning = _tuning(device, precision, overlap, sw_batch_size, False, threads)
+    options = EmbedOptions.build(volume=volume_index, **tuning)
     from seqinv.inference.files import embed_files
 
     paths = _inputs(inputs, False)
     summary = embed_files(
-        paths, output, model, skip_existing, settings, progress=True, log=_log, volume=volume_index
+        paths, output, model, options=options, skip_existing=skip_existing, progress=True, log=_log
     )
     _finish(summary, len(paths))
 

@@ -86,7 +86,8 @@ def info(
         return
     config = read_config(folder)
     typer.echo(f"network:     {config.arch}, preset {config.preset}, widths {list(config.features)}")
-    typer.echo(f"task:        {config.task}, outputs {config.out_channels} {config.labels or ''}".rstrip())
+    outputs = f"{config.out_channels} {config.labels or ''}".rstrip()
+    typer.echo(f"task:        {config.output_kind}, outputs {outputs}")
     typer.echo(
         f"input:       {list(config.spacing_mm)} mm, patch {list(config.patch_size)}, {config.normalization}"
     )

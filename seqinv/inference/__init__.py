@@ -4,6 +4,9 @@ from seqinv.inference import segment, segment_files
 result = segment("sub-01_T1w.nii.gz", task="ixi")   # SegmentResult in memory: .labels, .volumes_ml, ...
                                                     # (.probs with probs=True, else None)
 segment_files("sub-01_T1w.nii.gz", "out/")           # the files `seqinv segment` writes
+segment("t2.nii.gz", grid="model", refine=False)     # every option of `seqinv segment` (SegmentOptions)
+
+A call leaves its caller's process and models as they were (thread count, mode, device, layout).
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from seqinv.inference.core import (
-    DenoiseResult,
-    EmbedResult,
-    SegmentResult,
+    DenoiseJob,
+    EmbedJob,
+    SegmentJob,
     denoise_volume,
     embed_volume,
     estimate_noise_sigma,
@@ -23,19 +26,30 @@ from seqinv.inference.core import (
     segment_volume,
 )
 from seqinv.inference.files import (
+    brain_mask_model,
     denoise_file,
     denoise_files,
     embed_file,
     embed_files,
+    load_job_model,
+    loaded_here,
     segment_file,
     segment_files,
 )
+from seqinv.inference.options import DenoiseOptions, EmbedOptions, SegmentOptions
+from seqinv.inference.results import DenoiseResult, EmbedResult, SegmentResult
 from seqinv.inference.sliding import InferenceSettings, sliding_window
 
 __all__ = [
+    "DenoiseJob",
+    "DenoiseOptions",
     "DenoiseResult",
+    "EmbedJob",
+    "EmbedOptions",
     "EmbedResult",
     "InferenceSettings",
+    "SegmentJob",
+    "SegmentOptions",
     "SegmentResult",
     "denoise",
     "denoise_file",
@@ -63,38 +77,41 @@ def _volumes(inputs: Any, volume: int | None = None) -> tuple[list, bool]:
     return [v if isinstance(v, Volume) else read_volume(v, volume=volume) for v in items], single
 
 
-def _model(task: str, model: Any):
-    if model is None or isinstance(model, (str, Path)):
-        return load_task_model(task, None if model is None else str(model))[0]
-    return model
+def _model(task: str, model: Any) -> tuple[Any, list]:
+    """(the model, [it] when loaded here: the job may prepare it in place)."""
+    net = load_job_model(task, model)[0]
+    return net, loaded_here(model, net)
 
 
 def segment(
     inputs: str | Path | Sequence,
-    task: str = "ixi",
+    task: str | None = None,
     model: Any = None,
-    probs: bool = False,
+    probs: bool | None = None,
     brain_model: Any = "auto",
     volume: int | None = None,
-    **settings,
+    *,
+    options: SegmentOptions | None = None,
+    **values,
 ) -> SegmentResult | list[SegmentResult]:
-    """Segment one scan (path or `Volume`) or a list; `model` is a name, folder, or a loaded model.
+    """Segment one scan (path or `Volume`) or a list; `model` is a name, folder, or a loaded model (left as
+    it is).
 
     The result holds labels and volumes; class probabilities (`.probs`) only with `probs=True`.
 
+    Every option of `seqinv segment` is here: `options` (a `SegmentOptions`; default: task ixi), and on
+    top of it `task`, `probs`, `volume` (one volume, 0-based, of 4D inputs) and the keywords `values`:
+    `head_mask`, `refine`, `grid` ("input" or "model"), `settings` (an `InferenceSettings` or a dict) or
+    its fields (device, precision, overlap, sw_batch_size, tta, threads, patch_size), and `fast`.
     `brain_model` (task arc): the tissue model whose brain (CSF, GM, WM) bounds the lesion calls;
-    "auto" is `ixi`, None turns the mask off. `volume` picks one volume (0-based) of 4D inputs.
-    `settings` are `InferenceSettings` fields (device, precision, overlap, sw_batch_size, tta).
+    "auto" is `ixi`, None turns the mask off.
     """
-    from seqinv.tasks import BRAIN_TASK, get_task
-
-    net = _model(task, model)
-    brain = None
-    if get_task(task).brain_mask and brain_model is not None:
-        brain = _model(BRAIN_TASK, None if brain_model == "auto" else brain_model)
-    volumes, single = _volumes(inputs, volume)
-    settings = InferenceSettings(**settings)
-    results = [segment_volume(v, net, settings, probs=probs, brain_model=brain, task=task) for v in volumes]
+    options = SegmentOptions.build(options, task=task, probs=probs, volume=volume, **values)
+    net, owned = _model(options.task, model)
+    brain, _ = brain_mask_model(options.task, brain_model)
+    job = SegmentJob(net, options, brain, owned + loaded_here(brain_model, brain))
+    volumes, single = _volumes(inputs, options.volume)
+    results = [job(v) for v in volumes]
     return results[0] if single else results
 
 
@@ -105,22 +122,38 @@ def denoise(
     volume: int | None = None,
     passes: int | None = None,
     nonlocal_stage: bool | None = None,
-    **settings,
+    *,
+    options: DenoiseOptions | None = None,
+    **values,
 ) -> DenoiseResult | list[DenoiseResult]:
     """Denoise one scan or a list; `sigma` is the noise std in input units (estimated when None);
-    `volume` picks one volume (0-based) of 4D inputs; `passes` and `nonlocal_stage` as `denoise_volume`'s."""
-    net = _model("denoise", model)
-    volumes, single = _volumes(inputs, volume)
-    settings_ = InferenceSettings(**settings)
-    results = [denoise_volume(v, net, settings_, sigma, passes, nonlocal_stage) for v in volumes]
+    `volume` picks one volume (0-based) of 4D inputs; `passes` and `nonlocal_stage` as `denoise_volume`'s.
+
+    Every option of `seqinv denoise` is here: `options` (a `DenoiseOptions`), the arguments above on top
+    of it, and the keywords `values`: `settings` or its fields, and `fast` (one pass, overlap 0.25)."""
+    options = DenoiseOptions.build(
+        options, sigma=sigma, volume=volume, passes=passes, nonlocal_stage=nonlocal_stage, **values
+    )
+    net, owned = _model("denoise", model)
+    job = DenoiseJob(net, options, owned)
+    volumes, single = _volumes(inputs, options.volume)
+    results = [job(v) for v in volumes]
     return results[0] if single else results
 
 
 def embed(
-    inputs: str | Path | Sequence, model: Any = None, volume: int | None = None, **settings
+    inputs: str | Path | Sequence,
+    model: Any = None,
+    volume: int | None = None,
+    *,
+    options: EmbedOptions | None = None,
+    **values,
 ) -> EmbedResult | list[EmbedResult]:
-    """Pooled and dense encoder features of one scan or a list (`volume`: one volume of 4D inputs)."""
-    net = _model("features", model)
-    volumes, single = _volumes(inputs, volume)
-    results = [embed_volume(v, net, InferenceSettings(**settings)) for v in volumes]
+    """Pooled and dense encoder features of one scan or a list (`volume`: one volume of 4D inputs;
+    `options`/`values` as `denoise`'s)."""
+    options = EmbedOptions.build(options, volume=volume, **values)
+    net, owned = _model("features", model)
+    job = EmbedJob(net, options, owned)
+    volumes, single = _volumes(inputs, options.volume)
+    results = [job(v) for v in volumes]
     return results[0] if single else results

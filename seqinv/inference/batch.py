@@ -17,8 +17,13 @@ from pathlib import Path
 
 from seqinv import __version__
 from seqinv.errors import InputError, SeqInvError
-from seqinv.io import VOLUME_SUFFIXES, all_or_nothing, atomic_path, strip_suffix, volume_suffix
-from seqinv.io import _backup_path as backup_path
+from seqinv.inference.transaction import (
+    WriteTransaction,
+    backup_path,
+    forget_unreplaced,
+    restore_previous,
+)
+from seqinv.io import VOLUME_SUFFIXES, atomic_path, strip_suffix, volume_suffix
 
 try:
     import fcntl
@@ -410,6 +415,7 @@ def recover_cases(cases: list[list[Path]]) -> None:
     for files in cases:
         for path in files:
             remove_temporaries(path)
+            forget_unreplaced(path)  # kept, but the killed run had not written it yet
         replaced = [p for p in files if backup_path(p).exists()]
         keep_new = bool(replaced) and _vouched(files[-1], replaced)
         for path in replaced:
@@ -417,7 +423,7 @@ def recover_cases(cases: list[list[Path]]) -> None:
                 if keep_new:
                     os.unlink(backup_path(path))
                 else:
-                    os.replace(backup_path(path), path)
+                    restore_previous(path)
 
 
 def _vouched(sidecar_file: Path, replaced: list[Path]) -> bool:
@@ -485,18 +491,21 @@ class BatchSummary:
 def run_cases(
     inputs: list[Path],
     outputs: list[Path],
-    process: Callable[[Path, Path], object],
+    process: Callable[[Path, Path, WriteTransaction], object],
     skip: Callable[[Path, Path], bool],
     label: str,
     report: bool = True,
     describe: Callable[[Path, object], str] | None = None,
 ) -> BatchSummary:
-    """Run `process(input, output)` per case; failures are collected and the other cases go on.
+    """Run `process(input, output, writes)` per case; failures are collected and the other cases go on.
 
+    Each case writes its files through its own `WriteTransaction` (`writes.output(path)` before writing
+    each): a failed or interrupted case leaves none of its files, and those it replaced come back.
     A single input re-raises its user error (the CLI prints it as one line, exit 2). With `report`
     (the CLI), a progress bar is drawn on a terminal, each case says what it wrote (`describe(output,
     result)`) or that it was skipped, failures (naming their file) and a summary are printed, and warnings
-    raised while processing a case are printed as `warning: ...` lines; without it nothing is printed.
+    raised while processing a case are printed as `warning: ...` lines; without it nothing is printed
+    (and the process's warning filters are left alone).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -516,12 +525,10 @@ def run_cases(
                 _say(console, f"skipped {source}: {target} is up to date (--skip-existing)")
                 bar.advance(task)
                 continue
-            with warnings.catch_warnings(record=report) as caught:
-                if report:
-                    warnings.simplefilter("always")
+            with _caught_warnings(report) as caught:
                 try:
-                    with all_or_nothing():  # a failed or interrupted case leaves none of its files
-                        summary.results[source] = process(source, target)
+                    with WriteTransaction() as writes:  # a failed or interrupted case: none of its files
+                        summary.results[source] = process(source, target, writes)
                     summary.done.append(source)
                 except SeqInvError as err:
                     err.args = (_naming(str(err), source),)
@@ -550,6 +557,18 @@ def run_cases(
         for _source, message in summary.failed:
             _say(console, f"  failed: {message}")
     return summary
+
+
+@contextlib.contextmanager
+def _caught_warnings(report: bool):
+    """The warnings of one case, to print them (`report`); without it the process-wide warning filters
+    (not thread-safe to change) are not touched."""
+    if not report:
+        yield None
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught
 
 
 def _naming(message: str, source: Path) -> str:

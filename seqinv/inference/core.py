@@ -1,94 +1,30 @@
-"""Segment, denoise and embed one volume: preprocess, sliding window, map results back to native space."""
+"""Segment, denoise and embed one volume: preprocess, predict as the model does, map results back.
+
+A job (`SegmentJob`, `DenoiseJob`, `EmbedJob`) pairs models with one options object
+(seqinv/inference/options.py): it checks what depends on the model and prepares the models once (the
+caller's left as they were: `seqinv.inference.runtime.prepared`), then runs each volume with torch's
+thread count scoped to the call. How a model predicts (sliding windows, the stored grid in slabs, a
+second stage) is its own (seqinv/inference/predictions.py). `segment_volume`, `denoise_volume` and
+`embed_volume` run a one-volume job.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from seqinv.errors import ParameterError, WeightsError
+from seqinv.inference.options import DenoiseOptions, EmbedOptions, SegmentOptions
+from seqinv.inference.predictions import prediction_of
 from seqinv.inference.refine import refine_probabilities
-from seqinv.inference.sliding import InferenceSettings, resolve_device, resolve_precision, sliding_window
+from seqinv.inference.results import DenoiseResult, EmbedResult, RunInfo, SegmentResult, Timer
+from seqinv.inference.runtime import Runtime, prepared, torch_threads
+from seqinv.inference.sliding import InferenceSettings
 from seqinv.io import Volume
-from seqinv.preprocess import Preprocessor, PreprocessRecord, head_region
+from seqinv.preprocess import Preprocessor, head_region
 from seqinv.tasks import BRAIN_TASK, TASKS, get_task, task_of
-
-#: Noise std (z-score units) the denoising models are trained at (as in arXiv 2501.12057); a model config
-#: may override it with `training["noise_std"]`.
-TRAINED_NOISE_STD = 0.2
-#: Range of the input gain used to bring a scan's noise to the trained level.
-NOISE_GAIN_RANGE = (0.25, 4.0)
-
-
-@dataclass
-class Timer:
-    """Wall time per named stage, in seconds."""
-
-    stages_s: dict[str, float] = field(default_factory=dict)
-
-    def stage(self, name: str):
-        timer = self
-
-        class _Stage:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.stages_s[name] = timer.stages_s.get(name, 0.0) + time.perf_counter() - self.start
-
-        return _Stage()
-
-
-@dataclass
-class RunInfo:
-    """What ran: for sidecars and logs."""
-
-    device: str
-    precision: str
-    settings: dict[str, Any]
-    timings_s: dict[str, float]
-
-
-@dataclass
-class SegmentResult:
-    labels: np.ndarray  # uint8, on `grid` (the input's, or the model's 1 mm grid)
-    probs: np.ndarray | None  # float32 (C, X, Y, Z), same grid, when asked for
-    label_names: list[str]
-    volumes_ml: dict[str, float]
-    record: PreprocessRecord
-    model_image: np.ndarray  # model-space input (cropped), for QC
-    model_labels: np.ndarray  # model-space labels (cropped), for QC
-    info: RunInfo
-    refinement: dict | None = None  # what the intensity refinement fitted (None: not run)
-    grid: str = "input"  # the grid of labels and probs: "input" or "model" (`affine`)
-    affine: np.ndarray | None = None  # voxel -> RAS+ of labels and probs
-
-
-#: Grids `segment_volume` can return labels on.
-GRIDS = ("input", "model")
-
-
-@dataclass
-class DenoiseResult:
-    image: np.ndarray  # float32, input grid, input intensity scale
-    sigma: float  # noise std in input intensity units
-    sigma_source: str  # "given" | "estimated"
-    gain: float  # input scaling used to match the trained noise level
-    record: PreprocessRecord | None  # None: denoised on the input's own grid (no preprocessing)
-    info: RunInfo
-    sigma_method: str = ""  # how an estimated sigma was found (seqinv.inference.denoising.estimate_noise)
-    nonlocal_stage: dict | None = None  # the second stage's parameters and noise model (None: not run)
-
-
-@dataclass
-class EmbedResult:
-    pooled: np.ndarray  # (F,) mean (or max, per the model's config) of the dense map
-    dense: np.ndarray  # (F, d, h, w) deepest encoder map over the cropped 1 mm RAS grid
-    dense_affine: np.ndarray  # voxel -> RAS of the dense map
-    record: PreprocessRecord
-    info: RunInfo
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -115,7 +51,7 @@ def load_task_model(
                 f"the weights of task {task!r} are not available ({err}); pass a trained model with --model"
             ) from None
         raise
-    found = getattr(net.config, "task", None)
+    found = getattr(net.config, "output_kind", None)
     if expected != "features" and found != expected:
         raise WeightsError(
             f"model {name!r} is a {found!r} model; task {task!r} needs a {expected!r} model; "
@@ -130,45 +66,93 @@ def load_task_model(
     return net, source
 
 
-def prepare_model(model: Any, device: Any) -> Any:
-    """Eval mode on `device`; channels_last_3d on CPU (measured ~1.5x faster for 3x3x3 convs)."""
-    import torch
-
-    model = model.eval().to(device)
-    if device.type == "cpu":
-        model = model.to(memory_format=torch.channels_last_3d)
-    return model
-
-
-def _predictor(fn, device):
-    import torch
-
-    if device.type != "cpu":
-        return fn
-
-    def channels_last(x):
-        return fn(x.contiguous(memory_format=torch.channels_last_3d))
-
-    return channels_last
-
-
-def _patch_size(model: Any, settings: InferenceSettings) -> tuple[int, int, int]:
-    from seqinv.models.config import DEFAULT_WINDOW
-
-    return tuple(settings.patch_size or getattr(model.config, "patch_size", DEFAULT_WINDOW))
-
-
-def _setup(model: Any, settings: InferenceSettings):
-    import torch
-
-    if settings.threads:
-        torch.set_num_threads(int(settings.threads))
-    device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device)
-    return prepare_model(model, device), device, precision
+def _owns(owned: Sequence[Any], model: Any) -> bool:
+    return any(m is model for m in owned)
 
 
 # ------------------------------------------------------------------------------------------------ segment
+class SegmentJob:
+    """Segment volumes with `model` as `options` say; `brain_model` (a tissue model, e.g. `ixi`) labels
+    as background everything it calls background, so a lesion model's calls stay inside the brain.
+
+    `owned`: models the caller loaded for this job alone, prepared in place rather than copied.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        options: SegmentOptions | None = None,
+        brain_model: Any = None,
+        owned: Sequence[Any] = (),
+    ):
+        self.options = options or SegmentOptions()
+        if brain_model is not None:
+            check_brain_model(brain_model.config, model.config)
+        spec = TASKS.get(self.options.task or task_of(model.config))
+        self.head_mask = _or(self.options.head_mask, spec and spec.head_mask)
+        self.one_brain = bool(spec and spec.one_brain)
+        self.refine = _or(self.options.refine, spec and spec.refine)
+        self.source = getattr(model, "source", None)
+        self.brain_source = getattr(brain_model, "source", None)
+        self.runtime = Runtime.of(self.options.settings)
+        self.net = prepared(model, self.runtime.device, _owns(owned, model))
+        self.brain = None
+        if brain_model is not None:
+            self.brain = prepared(brain_model, self.runtime.device, _owns(owned, brain_model))
+
+    def __call__(self, volume: Volume) -> SegmentResult:
+        with torch_threads(self.options.settings.threads):
+            return self._segment(volume)
+
+    def _segment(self, volume: Volume) -> SegmentResult:
+        timer, net = Timer(), self.net
+        with timer.stage("preprocess"):
+            image, record = Preprocessor(net.config).apply(volume)
+        with timer.stage("inference"):
+            model_probs = prediction_of(net).probabilities(net, image, self.runtime)
+        brain = None
+        if self.brain is not None:
+            with timer.stage("brain_mask"):
+                brain = brain_region(image, self.brain, self.runtime)
+        with timer.stage("postprocess"):
+            self._mask(model_probs, image, brain)
+            on_grid = self._on_grid(model_probs, image, volume, record)
+            labels, out_probs, refinement, model_labels, affine = on_grid
+            names = _label_names(net.config, model_probs.shape[0])
+        return SegmentResult(
+            labels=labels,
+            probs=out_probs,
+            label_names=names,
+            volumes_ml=_volumes_ml(labels, names, affine),
+            record=record,
+            model_image=image[0, 0].numpy(),
+            model_labels=model_labels.astype(np.uint8),
+            info=_run_info(self.runtime, timer),
+            refinement=refinement.to_dict() if refinement else None,
+            grid=self.options.grid,
+            affine=np.asarray(affine, dtype=np.float64),
+        )
+
+    def _on_grid(self, model_probs: np.ndarray, image: Any, volume: Volume, record: Any) -> tuple:
+        """(labels, probs or None, refinement or None, the QC's model-grid labels, the labels' affine)."""
+        refine, probs = self.refine, self.options.probs
+        if self.options.grid == "model":
+            labels, out_probs, refinement = _on_model_grid(model_probs, image, refine, probs)
+            return labels, out_probs, refinement, labels, record.crop_affine
+        labels, out_probs, refinement = _on_input_grid(model_probs, volume, record, refine, probs)
+        model_labels = record.labels_to_model(labels) if refine else np.argmax(model_probs, axis=0)
+        return labels, out_probs, refinement, model_labels, volume.affine
+
+    def _mask(self, model_probs: np.ndarray, image: Any, brain: np.ndarray | None) -> None:
+        """Background outside the head (and apart from the one brain) and outside the brain mask."""
+        if self.head_mask:
+            _background_outside(model_probs, head_region(image[0, 0].numpy()))
+            if self.one_brain:
+                keep_one_brain(model_probs)
+        if brain is not None:
+            _background_outside(model_probs, brain)
+
+
 def segment_volume(
     volume: Volume,
     model: Any,
@@ -192,58 +176,31 @@ def segment_volume(
     intensities (`seqinv.inference.refine`); the brain/background decision stays the network's.
     `grid="model"` returns labels and probabilities on the model's 1 mm RAS grid (cropped to the head)
     instead: finer than a thick-slice input's own grid, and refined on that grid's resampled intensities.
+    The models are left as they were (`SegmentJob` runs many volumes with one preparation).
     """
-    if grid not in GRIDS:
-        raise ParameterError(f"grid {grid!r} is not one of {', '.join(GRIDS)}")
-    settings = settings or InferenceSettings()
-    timer = Timer()
-    spec = TASKS.get(task or task_of(model.config))
-    if head_mask is None:
-        head_mask = bool(spec and spec.head_mask)
-    if refine is None:
-        refine = bool(spec and spec.refine)
-    net, device, precision = _setup(model, settings)
-    if brain_model is not None:
-        check_brain_model(brain_model.config, net.config)
-    with timer.stage("preprocess"):
-        image, record = Preprocessor(net.config).apply(volume)
-    with timer.stage("inference"):
-        model_probs = class_probabilities(net, image, settings, device)
-    brain = None
-    if brain_model is not None:
-        with timer.stage("brain_mask"):
-            brain = brain_region(image, brain_model, settings)
-    with timer.stage("postprocess"):
-        if head_mask:
-            _background_outside(model_probs, head_region(image[0, 0].numpy()))
-            if spec and spec.one_brain:
-                keep_one_brain(model_probs)
-        if brain is not None:
-            _background_outside(model_probs, brain)
-        if grid == "model":
-            labels, out_probs, refinement = _on_model_grid(model_probs, image, refine, probs)
-            model_labels, affine = labels, record.crop_affine
-        else:
-            labels, out_probs, refinement = _on_input_grid(model_probs, volume, record, refine, probs)
-            model_labels = record.labels_to_model(labels) if refine else np.argmax(model_probs, axis=0)
-            affine = volume.affine
-        names = _label_names(net.config, model_probs.shape[0])
-        counts = np.bincount(labels.ravel(), minlength=len(names))
-        voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
-        volumes = {name: float(counts[i]) * voxel_ml for i, name in enumerate(names)}
-    return SegmentResult(
-        labels=labels,
-        probs=out_probs,
-        label_names=names,
-        volumes_ml=volumes,
-        record=record,
-        model_image=image[0, 0].numpy(),
-        model_labels=model_labels.astype(np.uint8),
-        info=RunInfo(str(device), precision, settings.to_dict(), timer.stages_s),
-        refinement=refinement.to_dict() if refinement else None,
+    options = SegmentOptions(
+        task=task,
+        probs=probs,
+        head_mask=head_mask,
+        refine=refine,
         grid=grid,
-        affine=np.asarray(affine, dtype=np.float64),
+        settings=settings or InferenceSettings(),
     )
+    return SegmentJob(model, options, brain_model)(volume)
+
+
+def _or(value: bool | None, default: Any) -> bool:
+    return bool(default) if value is None else value
+
+
+def _volumes_ml(labels: np.ndarray, names: list[str], affine: np.ndarray) -> dict[str, float]:
+    counts = np.bincount(labels.ravel(), minlength=len(names))
+    voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
+    return {name: float(counts[i]) * voxel_ml for i, name in enumerate(names)}
+
+
+def _run_info(runtime: Runtime, timer: Timer) -> RunInfo:
+    return RunInfo(str(runtime.device), runtime.precision, runtime.settings.to_dict(), timer.stages_s)
 
 
 def _on_input_grid(model_probs, volume, record, refine: bool, probs: bool):
@@ -297,19 +254,6 @@ def keep_one_brain(model_probs: np.ndarray) -> None:
         model_probs[:, hole] /= np.maximum(model_probs[:, hole].sum(0), 1e-12)
 
 
-def class_probabilities(net: Any, image: Any, settings: InferenceSettings, device: Any) -> np.ndarray:
-    """Softmax of a segmentation net over a preprocessed model-grid image, (C, X, Y, Z)."""
-    import torch
-
-    return sliding_window(
-        _predictor(lambda x: torch.softmax(net(x).float(), dim=1), device),
-        image,
-        _patch_size(net, settings),
-        settings,
-        device,
-    )[0].numpy()
-
-
 def check_brain_model(tissue_config: Any, config: Any) -> None:
     """A brain mask model must be a tissue model that preprocesses scans as the lesion model does."""
     model = check_tissue_model(tissue_config)
@@ -327,10 +271,10 @@ def check_tissue_model(tissue_config: Any) -> str:
     return model
 
 
-def brain_region(image: Any, tissue_model: Any, settings: InferenceSettings) -> np.ndarray:
-    """Voxels a tissue model labels CSF, GM or WM (inside the head) on a preprocessed model-grid image."""
-    net, device, _ = _setup(tissue_model, settings)
-    tissue = class_probabilities(net, image, settings, device)
+def brain_region(image: Any, tissue_net: Any, runtime: Runtime) -> np.ndarray:
+    """Voxels a (prepared) tissue model labels CSF, GM or WM (inside the head) on a preprocessed
+    model-grid image."""
+    tissue = prediction_of(tissue_net).probabilities(tissue_net, image, runtime)
     inside = (np.argmax(tissue, axis=0) > 0) & head_region(image[0, 0].numpy())
     return brain_component(inside) if inside.any() else inside
 
@@ -348,14 +292,21 @@ def estimate_noise_sigma(data: np.ndarray) -> float:
     return estimate_noise(data)[0]
 
 
-def _noise_level(data: np.ndarray, sigma: float | None) -> tuple[float, str, str]:
-    """(sigma, "given" | "estimated", method)."""
-    from seqinv.inference.denoising import estimate_noise
+class DenoiseJob:
+    """Denoise volumes with `model` as `options` say: the options this model has no use for (`--passes`,
+    `--nonlocal` for a model without them) are refused here, once. `owned` as `SegmentJob`'s."""
 
-    if sigma is not None:
-        return float(sigma), "given", "given"
-    value, method = estimate_noise(data)
-    return value, "estimated", method
+    def __init__(self, model: Any, options: DenoiseOptions | None = None, owned: Sequence[Any] = ()):
+        self.options = options or DenoiseOptions()
+        self.prediction = prediction_of(model)
+        self.stage = self.prediction.denoise_stage(model.config, self.options)
+        self.source = getattr(model, "source", None)
+        self.runtime = Runtime.of(self.options.settings)
+        self.net = prepared(model, self.runtime.device, _owns(owned, model))
+
+    def __call__(self, volume: Volume) -> DenoiseResult:
+        with torch_threads(self.options.settings.threads):
+            return self.prediction.denoise(volume, self.net, self.options, self.stage, self.runtime)
 
 
 def denoise_volume(
@@ -373,114 +324,18 @@ def denoise_volume(
     denoiser only): flipped copies averaged, 1, 2, 4 or 8 (default 2; `settings.tta` 8).
     `nonlocal_stage` (residual denoiser only): None runs the second stage the model's config defines
     (`seqinv.inference.nonlocal_stage`), False the network alone, True the stage even where the config
-    defines none (default parameters).
+    defines none (default parameters). The model is left as it was.
     """
-    settings = settings or InferenceSettings()
-    if sigma is not None and not sigma > 0:
-        raise ParameterError(f"--sigma {sigma} must be > 0 (noise std in the input's intensity units)")
-    check_denoise_passes(model, passes)
-    stage = denoise_stage(model, nonlocal_stage)
-    timer = Timer()
-    net, device, precision = _setup(model, settings)
-    if getattr(net.config, "arch", "") == "denoiser":
-        return _denoise_native(volume, net, sigma, settings, device, timer, passes, stage)
-    with timer.stage("preprocess"):
-        sigma, source, method = _noise_level(volume.data, sigma)
-        image, record = Preprocessor(net.config).apply(volume)
-        trained = float((getattr(net.config, "training", None) or {}).get("noise_std", TRAINED_NOISE_STD))
-        sigma_z = sigma / max(record.intensity_scale, 1e-12)
-        gain = float(np.clip(trained / max(sigma_z, 1e-12), *NOISE_GAIN_RANGE))
-    with timer.stage("inference"):
-        noise_z = sliding_window(
-            _predictor(lambda x: net(x * gain) / gain, device),
-            image,
-            _patch_size(net, settings),
-            settings,
-            device,
-        )[0, 0].numpy()
-    with timer.stage("postprocess"):
-        noise = record.invert(noise_z, fill=0.0, order=1) * record.intensity_scale
-        denoised = volume.data - noise.astype(np.float32)
-        if volume.data.min() >= 0:  # magnitude images stay non-negative
-            np.maximum(denoised, 0, out=denoised)
-    return DenoiseResult(
-        image=denoised.astype(np.float32),
-        sigma=sigma,
-        sigma_source=source,
-        gain=gain,
-        record=record,
-        info=RunInfo(str(device), precision, settings.to_dict(), timer.stages_s),
-        sigma_method=method,
+    options = DenoiseOptions(
+        sigma=sigma, passes=passes, nonlocal_stage=nonlocal_stage, settings=settings or InferenceSettings()
     )
-
-
-def check_denoise_passes(model: Any, passes: int | None) -> None:
-    """Flipped passes are the residual denoiser's (denoise 2.x); other models run one pass and refuse more
-    rather than ignore them."""
-    if passes not in (None, 1) and getattr(model.config, "arch", "") != "denoiser":
-        name = model.config.name or "this model"
-        raise ParameterError(f"--passes applies to the residual denoiser (denoise 2.x), not to {name}")
+    return DenoiseJob(model, options)(volume)
 
 
 def denoise_stage(model: Any, requested: bool | None) -> Any:
     """The `NonlocalStage` a denoising run uses (None: the network alone); `requested` as
     `denoise_volume`'s `nonlocal_stage`."""
-    from seqinv.inference.nonlocal_stage import NonlocalStage
-
-    config = model.config
-    if getattr(config, "arch", "") != "denoiser":
-        if requested:
-            name = config.name or "this model"
-            raise ParameterError(f"--nonlocal applies to the residual denoiser (denoise 2.x), not to {name}")
-        return None
-    if requested is False:
-        return None
-    stage = NonlocalStage.from_config(getattr(config, "nonlocal_stage", None))
-    return stage or (NonlocalStage() if requested else None)
-
-
-def _denoise_native(
-    volume: Volume, net: Any, sigma, settings, device, timer: Timer, passes: int | None, stage: Any = None
-) -> DenoiseResult:
-    """The residual denoiser on the stored voxel array: no resampling, any spacing or orientation."""
-    from seqinv.inference.denoising import DEFAULT_PASSES, TTA_PASSES, check_passes, predict_noise
-
-    if passes is None:
-        passes = TTA_PASSES if settings.tta else DEFAULT_PASSES
-    check_passes(passes)
-    with timer.stage("preprocess"):
-        sigma, source, method = _noise_level(volume.data, sigma)
-    with timer.stage("inference"):
-        noise = predict_noise(net, volume.data, sigma, device, passes)
-    with timer.stage("postprocess"):
-        denoised = np.asarray(volume.data, dtype=np.float32) - noise
-    stage_record = None
-    if stage is not None:
-        from seqinv.inference.nonlocal_stage import RICIAN_METHODS, apply_stage
-
-        # the noise model: as the estimate found it, else Rician for images without negative values
-        rician = RICIAN_METHODS.get(method, bool(volume.data.min() >= 0))
-        with timer.stage("nonlocal"):
-            spacing = tuple(float(v) for v in np.linalg.norm(np.asarray(volume.affine)[:3, :3], axis=0))
-            denoised = apply_stage(volume.data, denoised, sigma, stage, rician, spacing)
-        stage_record = {**stage.to_dict(), "noise": "rician" if rician else "gaussian"}
-    if volume.data.min() >= 0:  # magnitude images stay non-negative
-        np.maximum(denoised, 0, out=denoised)
-    return DenoiseResult(
-        image=denoised,
-        sigma=sigma,
-        sigma_source=source,
-        gain=1.0,
-        record=None,
-        # passes (in slabs) over the stored grid: no sliding-window overlap to record
-        info=RunInfo(str(device), "fp32", _native_settings(settings, passes), timer.stages_s),
-        sigma_method=method,
-        nonlocal_stage=stage_record,
-    )
-
-
-def _native_settings(settings, passes: int) -> dict:
-    return {**settings.to_dict(), "overlap": None, "sw_batch_size": None, "tta": passes > 1, "passes": passes}
+    return prediction_of(model).denoise_stage(model.config, DenoiseOptions(nonlocal_stage=requested))
 
 
 # ------------------------------------------------------------------------------------------------ embed
@@ -498,31 +353,43 @@ def _pad_to_stride(image: Any, stride: int) -> Any:
     return F.pad(image, pad, mode="constant", value=float(image.min())) if any(pad) else image
 
 
+class EmbedJob:
+    """Encoder features of volumes (a task model gives its encoder's); `owned` as `SegmentJob`'s."""
+
+    def __init__(self, model: Any, options: EmbedOptions | None = None, owned: Sequence[Any] = ()):
+        self.options = options or EmbedOptions()
+        encoder = getattr(model, "encoder", model)
+        self.source = getattr(model, "source", None)
+        self.runtime = Runtime.of(self.options.settings)
+        self.net = prepared(encoder, self.runtime.device, _owns(owned, model))
+
+    def __call__(self, volume: Volume) -> EmbedResult:
+        with torch_threads(self.options.settings.threads):
+            return self._embed(volume)
+
+    def _embed(self, volume: Volume) -> EmbedResult:
+        import torch
+
+        timer, net = Timer(), self.net
+        with timer.stage("preprocess"):
+            image, record = Preprocessor(net.config).apply(volume)
+            image = _pad_to_stride(image, ENCODER_STRIDE)  # else a crop under 16 voxels gives an empty map
+        with timer.stage("inference"):
+            dense = prediction_of(net).features(net, image, self.runtime)
+        step = np.array(image.shape[2:]) / np.array(dense.shape[1:])
+        to_crop = np.eye(4)
+        to_crop[:3, :3] = np.diag(step)
+        to_crop[:3, 3] = (step - 1) / 2  # a feature voxel sits at the centre of the block it summarises
+        return EmbedResult(
+            pooled=net.pool(torch.from_numpy(dense)[None])[0].numpy(),
+            dense=dense,
+            dense_affine=record.crop_affine @ to_crop,
+            record=record,
+            info=_run_info(self.runtime, timer),
+        )
+
+
 def embed_volume(volume: Volume, model: Any, settings: InferenceSettings | None = None) -> EmbedResult:
     """Dense deepest-stage encoder features over the scan (1/16 resolution) and their pooled vector (the
-    encoder's own pooling: mean, or max for `pooling="max"` models)."""
-    import torch
-
-    settings = settings or InferenceSettings()
-    encoder = getattr(model, "encoder", model)
-    timer = Timer()
-    net, device, precision = _setup(encoder, settings)
-    with timer.stage("preprocess"):
-        image, record = Preprocessor(net.config).apply(volume)
-        image = _pad_to_stride(image, ENCODER_STRIDE)  # else a crop under 16 voxels gives an empty map
-    patch = _patch_size(net, settings)
-    with timer.stage("inference"):
-        dense = sliding_window(
-            _predictor(lambda x: net.forward_features(x)[-1], device), image, patch, settings, device
-        )[0].numpy()
-    step = np.array(image.shape[2:]) / np.array(dense.shape[1:])
-    to_crop = np.eye(4)
-    to_crop[:3, :3] = np.diag(step)
-    to_crop[:3, 3] = (step - 1) / 2  # a feature voxel sits at the centre of the block it summarises
-    return EmbedResult(
-        pooled=net.pool(torch.from_numpy(dense)[None])[0].numpy(),
-        dense=dense,
-        dense_affine=record.crop_affine @ to_crop,
-        record=record,
-        info=RunInfo(str(device), precision, settings.to_dict(), timer.stages_s),
-    )
+    encoder's own pooling: mean, or max for `pooling="max"` models). The model is left as it was."""
+    return EmbedJob(model, EmbedOptions(settings=settings or InferenceSettings()))(volume)

@@ -14,6 +14,7 @@ records the input's sha256, the options and each output's sha256, which `skip_ex
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -38,18 +39,9 @@ from seqinv.inference.batch import (
     write_json,
     writing_into,
 )
-from seqinv.inference.core import (
-    GRIDS,
-    check_brain_model,
-    check_denoise_passes,
-    check_tissue_model,
-    denoise_stage,
-    denoise_volume,
-    embed_volume,
-    load_task_model,
-    segment_volume,
-)
-from seqinv.inference.sliding import InferenceSettings
+from seqinv.inference.core import DenoiseJob, EmbedJob, SegmentJob, check_tissue_model, load_task_model
+from seqinv.inference.options import DenoiseOptions, EmbedOptions, SegmentOptions
+from seqinv.inference.transaction import WriteTransaction
 from seqinv.io import Volume, atomic_path, read_volume, strip_suffix, write_volume
 from seqinv.tasks import BRAIN_TASK, SEGMENT_TASKS, get_task
 
@@ -124,37 +116,13 @@ def segment_outputs(dst: Path, task: str, probs: bool, qc: str | Path | None) ->
     return files
 
 
+def _case_files(dst: Path, task: str, probs: bool, qc: str | Path | None) -> list[Path]:
+    """Every file of one case, the sidecar last."""
+    return [*segment_outputs(dst, task, probs, qc).values(), sidecar_path(dst)]
+
+
 def _labels_kind(task: str) -> str:
     return get_task(task).output_suffix.rpartition("_")[2]  # "dseg", "mask"
-
-
-def segment_options(task, volume, grid, head_mask, refine, brain_source, settings) -> dict:
-    """The options a sidecar records and `--skip-existing` matches: those that change the labels."""
-    return {
-        "task": task,
-        "input_volume": volume,
-        "grid": grid,
-        "head_mask": head_mask,
-        "refine": refine,
-        "brain_mask_model": getattr(brain_source, "sha256", None),
-        "overlap": settings.overlap,
-        "tta": settings.tta,
-    }
-
-
-def denoise_options(sigma, volume, passes, nonlocal_stage, settings) -> dict:
-    return {
-        "input_volume": volume,
-        "sigma": sigma,
-        "passes": passes,
-        "nonlocal_stage": nonlocal_stage,
-        "overlap": settings.overlap,
-        "tta": settings.tta,
-    }
-
-
-def embed_options(volume, settings) -> dict:
-    return {"input_volume": volume, "overlap": settings.overlap}
 
 
 def _timed_read(src: Path, volume_index: int | None) -> tuple[Volume, float]:
@@ -168,96 +136,84 @@ def _total(info, read_s: float, write_start: float) -> None:
     info.timings_s = timings | {"total": sum(timings.values())}
 
 
+@contextlib.contextmanager
+def _case(writes: WriteTransaction | None):
+    """The caller's transaction, or one of this file's own."""
+    if writes is not None:
+        yield writes
+        return
+    with WriteTransaction() as own:
+        yield own
+
+
 def segment_file(
     src: str | Path,
     dst: str | Path,
-    net: Any,
-    source: Any,
-    settings: InferenceSettings,
-    task: str,
-    probs: bool = False,
+    job: SegmentJob,
     qc: str | Path | None = None,
-    head_mask: bool | None = None,
-    brain_model: Any = None,
-    brain_source: Any = None,
-    volume: int | None = None,
-    refine: bool | None = None,
-    grid: str = "input",
+    writes: WriteTransaction | None = None,
 ) -> dict:
-    """Segment `src` into `dst` (labels), its `_probseg` sibling (`probs`), `qc` (PNG) and the sidecar;
-    an output that would replace `src` is refused.
+    """Segment `src` into `dst` (labels), its `_probseg` sibling (`job.options.probs`), `qc` (PNG) and the
+    sidecar; an output that would replace `src` is refused. Returns the sidecar's content.
 
-    Returns the sidecar's content. `source`/`brain_source` are the `ModelSource`s of the models;
-    `volume` picks one volume (0-based) of a 4D input; `refine` and `grid` see `segment_volume`.
+    `job` holds the models and options (its task names the outputs); `writes` the transaction the files
+    join (default: their own, so they are all written or none is).
     """
-    src, dst = Path(src), Path(dst)
-    refuse_overwriting([src], [*segment_outputs(dst, task, probs, qc).values(), sidecar_path(dst)])
+    src, dst, options = Path(src), Path(dst), job.options
+    task = options.task
+    refuse_overwriting([src], [*segment_outputs(dst, task, options.probs, qc).values(), sidecar_path(dst)])
     digest = file_sha256(src)  # before anything is written
-    image, read_s = _timed_read(src, volume)
-    result = segment_volume(
-        image, net, settings, probs, head_mask, brain_model=brain_model, task=task, refine=refine, grid=grid
-    )
-    start = time.perf_counter()
-    write_labels(dst, result.labels, image, result.affine)
-    extra_files = {}
-    if probs:
-        write_probabilities(probs_path(dst, task), result.probs, image, result.affine)
-        extra_files["probseg"] = str(probs_path(dst, task))
-    if qc is not None:
-        write_qc(Path(qc), result)
-        extra_files["qc"] = str(qc)
-    _total(result.info, read_s, start)
-    meta = sidecar(
-        "segment",
-        src,
-        digest,
-        source,
-        result.info,
-        {
-            "task": task,
-            "input_volume": volume,
-            "output_grid": "input" if grid == "input" else "model (1 mm RAS, cropped to the head)",
-            "labels": dict(enumerate(result.label_names)),
-            "volumes_ml": result.volumes_ml,
-            "outputs": {"dseg": str(dst), **extra_files},
-            "preprocessing": record_meta(result.record),
-            "brain_mask_model": model_metadata(brain_source) if brain_source else None,
-            "intensity_refinement": result.refinement,
-        },
-        segment_options(task, volume, grid, head_mask, refine, brain_source, settings),
-    )
-    write_json(sidecar_path(dst), meta)
+    image, read_s = _timed_read(src, options.volume)
+    result = job(image)
+    with _case(writes) as writes:
+        start = time.perf_counter()
+        write_labels(writes.output(dst), result.labels, image, result.affine)
+        extra_files = {}
+        if options.probs:
+            extra_files["probseg"] = str(probs_path(dst, task))
+            write_probabilities(writes.output(probs_path(dst, task)), result.probs, image, result.affine)
+        if qc is not None:
+            extra_files["qc"] = str(qc)
+            write_qc(writes.output(qc), result)
+        _total(result.info, read_s, start)
+        meta = _segment_sidecar(src, digest, job, result, {"dseg": str(dst), **extra_files})
+        write_json(writes.output(sidecar_path(dst)), meta)
     return meta
 
 
+def _segment_sidecar(src: Path, digest: str | None, job: SegmentJob, result, outputs: dict) -> dict:
+    options = job.options
+    grid = "input" if options.grid == "input" else "model (1 mm RAS, cropped to the head)"
+    extra = {
+        "task": options.task,
+        "input_volume": options.volume,
+        "output_grid": grid,
+        "labels": dict(enumerate(result.label_names)),
+        "volumes_ml": result.volumes_ml,
+        "outputs": outputs,
+        "preprocessing": record_meta(result.record),
+        "brain_mask_model": model_metadata(job.brain_source) if job.brain_source else None,
+        "intensity_refinement": result.refinement,
+    }
+    recorded = options.recorded(job.brain_source)
+    return sidecar("segment", src, digest, job.source, result.info, extra, recorded)
+
+
 def denoise_file(
-    src: str | Path,
-    dst: str | Path,
-    net: Any,
-    source: Any,
-    settings: InferenceSettings,
-    sigma: float | None = None,
-    volume: int | None = None,
-    passes: int | None = None,
-    nonlocal_stage: bool | None = None,
+    src: str | Path, dst: str | Path, job: DenoiseJob, writes: WriteTransaction | None = None
 ) -> dict:
     """Denoise `src` into `dst` (input grid, header and intensity scale) with its sidecar."""
-    src, dst = Path(src), Path(dst)
+    src, dst, options = Path(src), Path(dst), job.options
     refuse_overwriting([src], [dst, sidecar_path(dst)])
     digest = file_sha256(src)
-    image, read_s = _timed_read(src, volume)
-    result = denoise_volume(image, net, settings, sigma=sigma, passes=passes, nonlocal_stage=nonlocal_stage)
-    start = time.perf_counter()
-    write_volume(dst, result.image, image.affine, image.header, dtype="float32")
-    _total(result.info, read_s, start)
-    meta = sidecar(
-        "denoise",
-        src,
-        digest,
-        source,
-        result.info,
-        {
-            "input_volume": volume,
+    image, read_s = _timed_read(src, options.volume)
+    result = job(image)
+    with _case(writes) as writes:
+        start = time.perf_counter()
+        write_volume(writes.output(dst), result.image, image.affine, image.header, dtype="float32")
+        _total(result.info, read_s, start)
+        extra = {
+            "input_volume": options.volume,
             "passes": result.info.settings.get("passes"),  # flipped copies averaged (None: 1 mm path)
             "noise_sigma": result.sigma,
             "noise_sigma_source": result.sigma_source,
@@ -268,56 +224,48 @@ def denoise_file(
             "preprocessing": record_meta(result.record)
             if result.record is not None
             else {"resampled": False, "grid": "input"},
-        },
-        denoise_options(sigma, volume, passes, nonlocal_stage, settings),
-    )
-    write_json(sidecar_path(dst), meta)
+        }
+        meta = sidecar("denoise", src, digest, job.source, result.info, extra, options.recorded())
+        write_json(writes.output(sidecar_path(dst)), meta)
     return meta
 
 
 def embed_file(
-    src: str | Path,
-    dst: str | Path,
-    net: Any,
-    source: Any,
-    settings: InferenceSettings,
-    volume: int | None = None,
+    src: str | Path, dst: str | Path, job: EmbedJob, writes: WriteTransaction | None = None
 ) -> dict:
     """Encoder features of `src` into `dst`: .npz (pooled, dense, affine) or a 4D .nii(.gz) dense map."""
-    import numpy as np
-
-    src, dst = Path(src), Path(dst)
+    src, dst, options = Path(src), Path(dst), job.options
     refuse_overwriting([src], [dst, sidecar_path(dst)])
     digest = file_sha256(src)
-    result = embed_volume(read_volume(src, volume=volume), net, settings)
-    if dst.name.lower().endswith(NIFTI_OUT):
-        write_volume(dst, result.dense.transpose(1, 2, 3, 0), result.dense_affine, None, "float32")
-    else:
-        with atomic_path(dst) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh,
-                pooled=result.pooled,
-                dense=result.dense,
-                dense_affine=result.dense_affine,
-                model=json.dumps(model_metadata(source)),
-            )
-    meta = sidecar(
-        "embed",
-        src,
-        digest,
-        source,
-        result.info,
-        {
-            "input_volume": volume,
+    result = job(read_volume(src, volume=options.volume))
+    with _case(writes) as writes:
+        _write_features(writes.output(dst), result, job.source)
+        extra = {
+            "input_volume": options.volume,
             "pooled": result.pooled,
             "dense_shape": list(result.dense.shape),
             "dense_affine": result.dense_affine,
             "outputs": {"features": str(dst)},
-        },
-        embed_options(volume, settings),
-    )
-    write_json(sidecar_path(dst), meta)
+        }
+        meta = sidecar("embed", src, digest, job.source, result.info, extra, options.recorded())
+        write_json(writes.output(sidecar_path(dst)), meta)
     return meta
+
+
+def _write_features(dst: Path, result, source: Any) -> None:
+    import numpy as np
+
+    if dst.name.lower().endswith(NIFTI_OUT):
+        write_volume(dst, result.dense.transpose(1, 2, 3, 0), result.dense_affine, None, "float32")
+        return
+    with atomic_path(dst) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(
+            fh,
+            pooled=result.pooled,
+            dense=result.dense,
+            dense_affine=result.dense_affine,
+            model=json.dumps(model_metadata(source)),
+        )
 
 
 # ------------------------------------------------------------------------------------------ many scans
@@ -329,13 +277,7 @@ def _paths(inputs: str | Path | Sequence, log: Log | None = None) -> list[Path]:
     return expand_inputs([str(i) for i in items], (lambda line: log(f"note: {line}")) if log else None)
 
 
-def _settings(settings: InferenceSettings | dict | None) -> InferenceSettings:
-    if isinstance(settings, InferenceSettings):
-        return settings
-    return InferenceSettings(**(settings or {}))
-
-
-def _load(task: str, model: Any, log: Log | None, check_task: bool = True):
+def load_job_model(task: str, model: Any, log: Log | None = None, check_task: bool = True):
     """(net, source) from a name/folder/repo (or None: the task's default), or an already loaded model."""
     if model is not None and not isinstance(model, (str, Path)):
         return model, getattr(model, "source", None)
@@ -343,6 +285,12 @@ def _load(task: str, model: Any, log: Log | None, check_task: bool = True):
     if log:
         log(source.describe() if hasattr(source, "describe") else str(source))
     return net, source
+
+
+def loaded_here(given: Any, net: Any) -> list:
+    """[net] when it was loaded from `given` (a name, folder or None) for this job alone: the job may
+    prepare it in place; [] for the caller's own model, which stays as it is."""
+    return [net] if net is not None and (given is None or isinstance(given, (str, Path))) else []
 
 
 def _skip(enabled: bool, source: Any, options: dict, files: Callable[[Path], dict[str, Path]]):
@@ -401,7 +349,8 @@ def brain_mask_model(task: str, brain_model: Any, log: Log | None = None):
     """
     if not get_task(task).brain_mask or brain_model is None:
         return None, None
-    net, source = _load(BRAIN_TASK, None if brain_model == "auto" else brain_model, log, check_task=False)
+    name = None if brain_model == "auto" else brain_model
+    net, source = load_job_model(BRAIN_TASK, name, log, check_task=False)
     check_tissue_model(net.config)
     return net, source
 
@@ -432,39 +381,36 @@ def _save_volumes(path: Path, rows: list[dict], strict: bool = True) -> None:
 def segment_files(
     inputs: str | Path | Sequence,
     output: str | Path | None = None,
-    task: str = "ixi",
+    task: str | None = None,
     model: Any = None,
-    probs: bool = False,
+    *,
+    options: SegmentOptions | None = None,
+    brain_model: Any = "auto",
     qc: str | Path | None = None,
     volumes: str | Path | None = None,
-    head_mask: bool | None = None,
-    brain_model: Any = "auto",
     skip_existing: bool = False,
-    settings: InferenceSettings | dict | None = None,
     progress: bool = False,
     log: Log | None = None,
-    volume: int | None = None,
-    refine: bool | None = None,
-    grid: str = "input",
+    **values,
 ) -> BatchSummary:
     """Segment scans as `seqinv segment` does: labels, sidecars, optional probabilities and QC, volumes CSV.
 
-    `output` is a file (one input) or a folder (default: next to each input); the labels are named by the
-    task (`x_dseg.nii.gz`, `x_label-lesion_mask.nii.gz`); `volumes` the cohort CSV (default: the task's,
-    volumes.csv or lesion_volumes.csv, beside the outputs); `model` a name, folder, Hub repo or loaded
-    model; `brain_model` (task arc) the tissue model bounding lesion calls ("auto": ixi, None: no mask).
-    `log` receives the one-line model descriptions (and a note on seqinv outputs left out of folders);
-    `progress` prints what each case wrote and draws a bar on a terminal; `volume` picks one volume
-    (0-based) of 4D inputs; `refine` (default: the task's) the intensity refinement of tissue labels
-    (`seqinv.inference.refine`); `grid` "input" (default) or "model": the labels on the model's 1 mm grid
-    (finer than a thick-slice scan's own). `skip_existing` skips a case whose files and sidecar agree with
-    this run (`seqinv.inference.batch.trusted`). Returns the `BatchSummary` (`results`: input -> sidecar).
+    `options` (a `SegmentOptions`; default: task ixi) says how; keywords `values` set its fields (`probs`,
+    `head_mask`, `refine`, `grid`, `volume`), `settings` or settings fields (`device`, `threads`, ...) and
+    `fast`, on top of it; `task` likewise. `output` is a file (one input) or a folder (default: next to
+    each input); the labels are named by the task (`x_dseg.nii.gz`, `x_label-lesion_mask.nii.gz`);
+    `volumes` the cohort CSV (default: the task's, volumes.csv or lesion_volumes.csv, beside the
+    outputs); `model` a name, folder, Hub repo or loaded model (left as it is); `brain_model` (task arc)
+    the tissue model bounding lesion calls ("auto": ixi, None: no mask). `log` receives the one-line model
+    descriptions (and a note on seqinv outputs left out of folders); `progress` prints what each case
+    wrote and draws a bar on a terminal; `qc` a PNG (one input) or a folder of them. `skip_existing` skips
+    a case whose files and sidecar agree with this run (`seqinv.inference.batch.trusted`). Returns the
+    `BatchSummary` (`results`: input -> sidecar).
     """
-    if task not in SEGMENT_TASKS:
-        raise ParameterError(f"unknown task {task!r} for segment; expected one of {', '.join(SEGMENT_TASKS)}")
-    if grid not in GRIDS:
-        raise ParameterError(f"--grid {grid!r} is not one of {', '.join(GRIDS)}")
-    settings = _settings(settings)
+    options = SegmentOptions.build(options, task=task, **values)
+    if options.task is None:
+        raise ParameterError(f"segment_files needs a task; expected one of {', '.join(SEGMENT_TASKS)}")
+    task, probs = options.task, options.probs
     paths = _paths(inputs, log)
     targets = plan_outputs(
         paths, None if output is None else str(output), get_task(task).output_suffix, NIFTI_OUT
@@ -472,41 +418,25 @@ def segment_files(
     qc_paths = qc_targets(qc, paths, targets, task) or {}
     csv_path = _volumes_csv(volumes, targets, task)
     pairs = list(zip(paths, targets, strict=True))
-    writes = [[*segment_outputs(t, task, probs, qc_paths.get(p)).values(), sidecar_path(t)] for p, t in pairs]
-    refuse_overwriting(paths, [f for files in writes for f in files] + [csv_path])
-    # a killed run may have left any file of a case, probabilities too
-    cases = [[*segment_outputs(t, task, True, qc_paths.get(p)).values(), sidecar_path(t)] for p, t in pairs]
-    brain_net, brain_source = brain_mask_model(task, brain_model, log)  # options are checked first
-    net, source = _load(task, model, log)
-    if brain_net is not None:
-        check_brain_model(brain_net.config, net.config)  # once, not for every input
-    options = segment_options(task, volume, grid, head_mask, refine, brain_source, settings)
+    outputs = [_case_files(t, task, probs, qc_paths.get(p)) for p, t in pairs]
+    refuse_overwriting(paths, [f for files in outputs for f in files] + [csv_path])
+    cases = [_case_files(t, task, True, qc_paths.get(p)) for p, t in pairs]  # a killed run's may have probs
+    brain_net, _ = brain_mask_model(task, brain_model, log)  # options are checked first
+    net, _ = load_job_model(task, model, log)
+    owned = loaded_here(model, net) + loaded_here(brain_model, brain_net)
+    job = SegmentJob(net, options, brain_net, owned)  # the brain model is checked once, not per input
+    recorded = options.recorded(job.brain_source)
     rows: list[dict] = []
 
-    def process(src: Path, dst: Path) -> dict:
-        meta = segment_file(
-            src,
-            dst,
-            net,
-            source,
-            settings,
-            task,
-            probs,
-            qc_paths.get(src),
-            head_mask,
-            brain_net,
-            brain_source,
-            volume,
-            refine=refine,
-            grid=grid,
-        )
+    def process(src: Path, dst: Path, writes: WriteTransaction) -> dict:
+        meta = segment_file(src, dst, job, qc_paths.get(src), writes)
         rows.append(volumes_row(src, dst, meta["volumes_ml"]))
         return meta
 
     def skip(src: Path, dst: Path) -> bool:
         if not skip_existing:
             return False
-        meta = trusted(src, dst, source, options, segment_outputs(dst, task, probs, qc_paths.get(src)))
+        meta = trusted(src, dst, job.source, recorded, segment_outputs(dst, task, probs, qc_paths.get(src)))
         if meta is not None:
             rows.append(volumes_row(src, dst, meta.get("volumes_ml", {})))
             return True
@@ -526,38 +456,30 @@ def denoise_files(
     inputs: str | Path | Sequence,
     output: str | Path | None = None,
     model: Any = None,
-    sigma: float | None = None,
+    *,
+    options: DenoiseOptions | None = None,
     skip_existing: bool = False,
-    settings: InferenceSettings | dict | None = None,
     progress: bool = False,
     log: Log | None = None,
-    volume: int | None = None,
-    passes: int | None = None,
-    nonlocal_stage: bool | None = None,
+    **values,
 ) -> BatchSummary:
-    """Denoise scans as `seqinv denoise` does (`sigma`: noise std in input units, estimated when None;
-    `passes`: flipped copies averaged by the residual denoiser, default 2, 8 with `tta`;
-    `nonlocal_stage`: the second stage, None as the model's config says, False off, True on)."""
-    from seqinv.inference.denoising import check_passes
-
-    settings = _settings(settings)
-    if sigma is not None and not sigma > 0:
-        raise ParameterError(f"--sigma {sigma} must be > 0 (noise std in the input's intensity units)")
-    if passes is not None:
-        check_passes(passes)
+    """Denoise scans as `seqinv denoise` does. `options` (a `DenoiseOptions`) says how; keywords `values`
+    set its fields (`sigma`: noise std in input units, estimated when None; `passes`: flipped copies the
+    residual denoiser averages, default 2, 8 with `tta`; `nonlocal_stage`: the second stage, None as the
+    model's config says, False off, True on; `volume`), `settings` or settings fields and `fast`."""
+    options = DenoiseOptions.build(options, **values)
     paths = _paths(inputs, log)
-    net, source = _load("denoise", model, log)
-    check_denoise_passes(net, passes)  # refuse --passes / --nonlocal for a research model before any
-    denoise_stage(net, nonlocal_stage)  # output folder exists
+    net, _ = load_job_model("denoise", model, log)
+    # refuses --passes / --nonlocal for a model without them before any output folder exists
+    job = DenoiseJob(net, options, loaded_here(model, net))
     targets = plan_outputs(paths, None if output is None else str(output), "denoised", NIFTI_OUT)
     cases = [[t, sidecar_path(t)] for t in targets]
     refuse_overwriting(paths, [f for files in cases for f in files])
-    options = denoise_options(sigma, volume, passes, nonlocal_stage, settings)
 
-    def process(src: Path, dst: Path) -> dict:
-        return denoise_file(src, dst, net, source, settings, sigma, volume, passes, nonlocal_stage)
+    def process(src: Path, dst: Path, writes: WriteTransaction) -> dict:
+        return denoise_file(src, dst, job, writes)
 
-    skip = _skip(skip_existing, source, options, lambda dst: {"denoised": dst})
+    skip = _skip(skip_existing, job.source, options.recorded(), lambda dst: {"denoised": dst})
     with writing_into(cases):
         return run_cases(paths, targets, process, skip, "denoise", progress, _wrote_denoised)
 
@@ -566,23 +488,26 @@ def embed_files(
     inputs: str | Path | Sequence,
     output: str | Path | None = None,
     model: Any = None,
+    *,
+    options: EmbedOptions | None = None,
     skip_existing: bool = False,
-    settings: InferenceSettings | dict | None = None,
     progress: bool = False,
     log: Log | None = None,
-    volume: int | None = None,
+    **values,
 ) -> BatchSummary:
-    """Encoder features as `seqinv embed` writes them (.npz or .nii.gz per input, with sidecars)."""
-    settings = _settings(settings)
+    """Encoder features as `seqinv embed` writes them (.npz or .nii.gz per input, with sidecars);
+    `options`/`values` as `denoise_files`' (`volume`, `settings` and its fields)."""
+    options = EmbedOptions.build(options, **values)
     paths = _paths(inputs, log)
     targets = plan_outputs(paths, None if output is None else str(output), "features", FEATURE_OUT)
     cases = [[t, sidecar_path(t)] for t in targets]
     refuse_overwriting(paths, [f for files in cases for f in files])
-    net, source = _load("features", model, log)
+    net, _ = load_job_model("features", model, log)
+    job = EmbedJob(net, options, loaded_here(model, net))
 
-    def process(src: Path, dst: Path) -> dict:
-        return embed_file(src, dst, net, source, settings, volume)
+    def process(src: Path, dst: Path, writes: WriteTransaction) -> dict:
+        return embed_file(src, dst, job, writes)
 
-    skip = _skip(skip_existing, source, embed_options(volume, settings), lambda dst: {"features": dst})
+    skip = _skip(skip_existing, job.source, options.recorded(), lambda dst: {"features": dst})
     with writing_into(cases):
         return run_cases(paths, targets, process, skip, "embed", progress, _wrote)

@@ -17,7 +17,7 @@ _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TTA_FLIPS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
 
 
-@dataclass
+@dataclass(frozen=True)
 class InferenceSettings:
     """How to run a model over a volume. `overlap` is the fraction shared by neighbouring windows."""
 

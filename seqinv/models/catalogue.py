@@ -4,17 +4,21 @@ Each version pins its content, the sha256 of its model.safetensors and of its co
 spacing, normalisation: two versions may share weights and differ only there, as denoise 2.2 and 2.3
 do), and the Hub revision it was published at (a tag, and the commit where recorded: tags can move).
 So a newer model pushed to the repo, or a tag moved, never changes what an installed seqinv loads.
-`ixi` is the newest version; `ixi@1.0` names one version. The copy bundled in the wheel
-(`seqinv/weights/<name>/`) is the newest version of each name; an older version still shipped lives in
-`seqinv/weights/<name>@<version>/` (`denoise@1.0`). CHANGELOG.md says what each version changed.
+`ixi` is the newest version; `ixi@1.0` names one version. The wheel bundles the newest version of each
+name (`seqinv/weights/<name>/`, loaded with no network); every older version comes from the Hub at its
+pinned revision (the repository keeps the published files in `hub/<name>@<version>/`, see hub/README.md).
+CHANGELOG.md says what each version changed.
 
-To publish a version: `python -m training.bundle EXPORT_DIR NAME` bundles the weights and prints the
-sha256, `push_to_hub` returns the commit to pin (or tag it); add the entry here with the sha256 of the
-bundled config.json too, and a CHANGELOG.md line.
+To publish a version (docs/models.md, "Publishing a new default", has every step): move the previous
+default's folder to `hub/<name>@<version>/`, `python -m training.bundle EXPORT_DIR NAME` bundles the new
+weights and prints the sha256, `push_to_hub` returns the commit to pin (or tag it); add the entry here with
+the sha256 of the bundled config.json too, and a CHANGELOG.md line. Which version is bundled follows from
+the versions: the newest.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
 
@@ -26,7 +30,8 @@ class PublishedModel:
     """One published version. `kind` is "encoder" (a SeqInvEncoder) or "task" (a SeqInvUNet).
 
     `task` is its entry in seqinv/tasks.py; `sha256` and `config_sha256` the hashes of model.safetensors
-    and config.json as published (None: unchecked); `bundled` whether this version ships in the wheel.
+    and config.json as published (None: unchecked); `bundled` whether this version ships in the wheel
+    (the newest version of each name; set by `_bundle_newest`).
     `revision` is the tag it was published at; tags can be moved, so `commit`, where recorded, is what
     the Hub is asked for.
     """
@@ -69,12 +74,25 @@ def _published(
     sha256: str,
     config_sha256: str,
 ) -> PublishedModel:
-    """A version published at tag `v<version>` and shipped in the wheel."""
+    """A version published at tag `v<version>` (bundled or not: see `_bundle_newest`)."""
     repo_id, tag = f"{HUB_ORG}/{repo}", f"v{version}"
-    return PublishedModel(name, version, kind, task, repo_id, tag, sha256, description, True, config_sha256)
+    return PublishedModel(name, version, kind, task, repo_id, tag, sha256, description, False, config_sha256)
 
 
-CATALOGUE: list[PublishedModel] = [
+def _version_key(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in version.split("."))
+
+
+def _bundle_newest(entries: list[PublishedModel]) -> list[PublishedModel]:
+    """`entries` with `bundled` set on the newest version of each name, and on no other."""
+    newest: dict[str, PublishedModel] = {}
+    for entry in entries:
+        if entry.name not in newest or _version_key(entry.version) > _version_key(newest[entry.name].version):
+            newest[entry.name] = entry
+    return [dataclasses.replace(e, bundled=newest[e.name] is e) for e in entries]
+
+
+_VERSIONS: list[PublishedModel] = [
     _published(
         "seqinv",
         "1.0",
@@ -206,10 +224,8 @@ CATALOGUE: list[PublishedModel] = [
         config_sha256="66743b34508b30b7ea6327f995483e91484a2f97c73dad2fd4918cfe8949adb0",
     ),
 ]
-
-
-def _version_key(version: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in version.split("."))
+#: Every published version, the newest of each name marked `bundled`.
+CATALOGUE: list[PublishedModel] = _bundle_newest(_VERSIONS)
 
 
 def names() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Any
 
 from seqinv import __version__
 from seqinv.errors import ParameterError, WeightsError
-from seqinv.tasks import CONFIG_TASKS, TASKS
+from seqinv.tasks import OUTPUT_KINDS, TASKS
 
 #: Bumped when the weight layout or config schema changes incompatibly.
 FORMAT_VERSION = 1
@@ -61,9 +62,10 @@ class ModelConfig:
     `features` are the widths of the 5 encoder stages; `decoder_features` the width of the last U-Net
     decoder stage. `spacing_mm`, `patch_size` and `normalization` describe the expected input;
     `patch_size` is the sliding-window size inference uses (fine-tuning records at least 96³, whatever
-    its training patches were; those are in `training["options"]`). `task` says what the outputs are
-    (features, segment, denoise); `task_name` which task of seqinv/tasks.py the model serves ("" in
-    configs saved before it was recorded).
+    its training patches were; those are in `training["options"]`). `output_kind` says what the outputs
+    are (features, segment, denoise; stored as config.json's `task` key, and readable as `config.task`, a
+    deprecated alias); `task_name` which task of seqinv/tasks.py the model serves ("" in configs saved
+    before it was recorded).
     """
 
     arch: str = "encoder"
@@ -74,7 +76,7 @@ class ModelConfig:
     pooling: str = "mean"
     in_channels: int = 1
     out_channels: int = 1
-    task: str = "features"
+    output_kind: str = "features"  # config.json key "task" (OUTPUT_KIND_KEY)
     task_name: str = ""
     labels: list[str] = field(default_factory=list)
     spacing_mm: tuple[float, ...] = (1.0, 1.0, 1.0)
@@ -86,6 +88,15 @@ class ModelConfig:
     training: dict[str, Any] = field(default_factory=dict)
     # the residual denoiser's second stage (seqinv.inference.nonlocal_stage): search, h, weight; None: none
     nonlocal_stage: dict[str, Any] | None = None
+
+    @property
+    def task(self) -> str:
+        """Deprecated alias of `output_kind` (the name of its config.json key)."""
+        return self.output_kind
+
+    @task.setter
+    def task(self, value: str) -> None:
+        self.output_kind = value
 
     def __post_init__(self) -> None:
         self.features = tuple(int(f) for f in _items("features", self.features, _is_int, "integers"))
@@ -103,6 +114,8 @@ class ModelConfig:
         features, decoder_features = PRESETS[preset]
         values = {"preset": preset, "features": features, "decoder_features": decoder_features}
         values.update(overrides)
+        if "output_kind" in values:  # the new name beats a caller's default for the old one
+            values.pop("task", None)
         return cls(**values)
 
     def validate(self) -> None:
@@ -114,14 +127,14 @@ class ModelConfig:
     def _validate_kinds(self) -> None:
         if self.arch not in ARCHS:
             raise ParameterError(f"arch {self.arch!r} is not one of {ARCHS}")
-        if self.task not in CONFIG_TASKS:
-            raise ParameterError(f"task {self.task!r} is not one of {CONFIG_TASKS}")
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ParameterError(f"task {self.output_kind!r} is not one of {OUTPUT_KINDS}")
         if self.task_name and self.task_name not in TASKS:
             raise ParameterError(f"task_name {self.task_name!r} is not one of {tuple(TASKS)}")
-        if self.task_name and TASKS[self.task_name].config_task != self.task:
+        if self.task_name and TASKS[self.task_name].output_kind != self.output_kind:
             raise ParameterError(
-                f"task_name {self.task_name!r} needs task {TASKS[self.task_name].config_task!r}, "
-                f"not {self.task!r}"
+                f"task_name {self.task_name!r} needs task {TASKS[self.task_name].output_kind!r}, "
+                f"not {self.output_kind!r}"
             )
         if self.nonlocal_stage is not None and self.arch != "denoiser":
             raise ParameterError("nonlocal_stage is a residual denoiser's (arch 'denoiser') second stage")
@@ -145,7 +158,7 @@ class ModelConfig:
         _check_range("out_channels", self.out_channels, OUT_CHANNELS_RANGE, integer=True)
         if not (_is_real(self.dropout) and 0.0 <= self.dropout < 1.0):
             raise ParameterError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if self.task == "segment" and self.labels and len(self.labels) != self.out_channels:
+        if self.output_kind == "segment" and self.labels and len(self.labels) != self.out_channels:
             raise ParameterError(
                 f"{len(self.labels)} labels {self.labels} for {self.out_channels} output channels; "
                 "give one label name per output channel"
@@ -157,8 +170,8 @@ class ModelConfig:
         # a ResidualDenoiser: `features` are the widths of its hidden convolutions (at least two)
         from seqinv.inference.nonlocal_stage import NonlocalStage
 
-        if self.task != "denoise":
-            raise ParameterError(f"a denoiser model has task 'denoise', not {self.task!r}")
+        if self.output_kind != "denoise":
+            raise ParameterError(f"a denoiser model has task 'denoise', not {self.output_kind!r}")
         if self.nonlocal_stage is not None and not isinstance(self.nonlocal_stage, dict):
             raise ParameterError(f"nonlocal_stage must be a JSON object or null, got {self.nonlocal_stage!r}")
         for key, value in (self.nonlocal_stage or {}).items():  # NonlocalStage checks ranges of numbers
@@ -181,7 +194,8 @@ class ModelConfig:
         _check_normalization(self.normalization)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """The config.json object: fields in order, `output_kind` under its key `task`."""
+        out = {_json_key(k): v for k, v in dataclasses.asdict(self).items()}
         for key in ("features", "spacing_mm", "patch_size"):
             out[key] = list(out[key])
         return out
@@ -199,7 +213,7 @@ class ModelConfig:
                 f"{source}: format_version {version} is newer than this seqinv ({__version__}) reads "
                 f"(<= {FORMAT_VERSION}); upgrade with `pip install -U seqinv`"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {_json_key(f.name) for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise WeightsError(f"{source}: unknown config fields {unknown}; expected only {sorted(known)}")
@@ -209,6 +223,30 @@ class ModelConfig:
             raise WeightsError(
                 f"{source}: invalid config: {err}; re-export the model, or correct the file"
             ) from err
+
+
+#: The config.json key of `ModelConfig.output_kind` (published configs are pinned by sha256: it stays).
+OUTPUT_KIND_KEY = "task"
+
+
+def _json_key(name: str) -> str:
+    return OUTPUT_KIND_KEY if name == "output_kind" else name
+
+
+def _accept_task_keyword(init: Callable) -> Callable:
+    """`ModelConfig(task=...)`, the config.json key and the old name, sets `output_kind`. When both are
+    given `task` wins: `dataclasses.replace(config, task=...)` passes the old `output_kind` along."""
+
+    @functools.wraps(init)
+    def wrapper(self, *args: Any, task: str | None = None, **kwargs: Any) -> None:
+        if task is not None:
+            kwargs["output_kind"] = task
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
+ModelConfig.__init__ = _accept_task_keyword(ModelConfig.__init__)
 
 
 # ---- value checks ---------------------------------------------------------------------------------

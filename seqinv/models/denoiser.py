@@ -50,7 +50,7 @@ def denoiser_config(widths: tuple[int, ...] = DEFAULT_WIDTHS, **overrides) -> Mo
         "features": widths,
         "decoder_features": 1,
         "dropout": 0.0,
-        "task": "denoise",
+        "output_kind": "denoise",
         "task_name": "denoise",
         "normalization": {"type": "percentile_scale", "percentile": 99.0},
     }
@@ -62,6 +62,8 @@ class ResidualDenoiser(HubMixin, nn.Module):
     """Noise estimate of (B, 1, D, H, W) images given their noise std (float or (B,) tensor)."""
 
     ARCH = "denoiser"
+    #: How it predicts a volume (seqinv/inference/predictions.py): the stored grid, in slabs.
+    PREDICTION = "native_grid"
 
     def __init__(self, config: ModelConfig | None = None, **overrides):
         super().__init__()

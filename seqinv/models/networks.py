@@ -102,6 +102,8 @@ class SeqInvEncoder(HubMixin, nn.Module):
     """
 
     ARCH = "encoder"
+    #: How it predicts a volume (seqinv/inference/predictions.py): windows on its 1 mm grid.
+    PREDICTION = "sliding_window"
 
     def __init__(self, config: ModelConfig | None = None, preset: str = "paper", **overrides):
         super().__init__()
@@ -178,6 +180,11 @@ class Decoder(nn.Module):
         return self.head(x)
 
 
+def _kind_keyword(overrides: dict) -> dict:
+    """`task=` (config.json's key, the old name) as `output_kind=`, so it beats the default kind."""
+    return {("output_kind" if key == "task" else key): value for key, value in overrides.items()}
+
+
 class SeqInvUNet(HubMixin, nn.Module):
     """Frozen-encoder U-Net for segmentation (C class logits) and denoising (predicted noise).
 
@@ -187,11 +194,13 @@ class SeqInvUNet(HubMixin, nn.Module):
     """
 
     ARCH = "unet"
+    PREDICTION = "sliding_window"
 
     def __init__(self, config: ModelConfig | None = None, preset: str = "paper", **overrides):
         super().__init__()
         if config is None:
-            config = ModelConfig.from_preset(preset, **{"arch": "unet", "task": "segment", **overrides})
+            values = {"arch": "unet", "output_kind": "segment", **_kind_keyword(overrides)}
+            config = ModelConfig.from_preset(preset, **values)
         self.config = config
         self.encoder = SeqInvEncoder(encoder_config(config))
         self.decoder = Decoder(config.features, config.decoder_features, config.out_channels, config.dropout)
@@ -199,8 +208,8 @@ class SeqInvUNet(HubMixin, nn.Module):
 
     @classmethod
     def from_encoder(cls, encoder: SeqInvEncoder, **overrides) -> SeqInvUNet:
-        """A U-Net around a copy of `encoder`'s weights (e.g. `out_channels=4, task="segment"`)."""
-        values = {"arch": "unet", "task": "segment", **overrides}
+        """A U-Net around a copy of `encoder`'s weights (e.g. `out_channels=4, output_kind="segment"`)."""
+        values = {"arch": "unet", "output_kind": "segment", **_kind_keyword(overrides)}
         model = cls(dataclasses.replace(encoder.config, **values))
         model.encoder.load_state_dict(encoder.state_dict(), strict=True)
         return model

@@ -1,11 +1,12 @@
 """Where a model's files come from, in this order (nothing here builds a network):
 
 1. an explicit local folder (holding config.json + model.safetensors) or a file inside one;
-2. a catalogue name (`ixi`, `ixi@1.0`; seqinv/models/catalogue.py) at its pinned revision: the copy bundled
-   in the wheel (`seqinv/weights/<name>/`, the newest version; `seqinv/weights/<name>@<version>/` for an
-   older version still shipped), with no network at all;
-3. a catalogue version not bundled (or another `revision`), or a Hub repo id (`org/name`): the Hub, or its
-   local cache when the Hub is unreachable, `HF_HUB_OFFLINE=1` is set or `local_files_only=True`.
+2. a catalogue name (`ixi`, `ixi@1.2`; seqinv/models/catalogue.py) at its pinned revision, when it is the
+   newest version of its name: the copy bundled in the wheel (`seqinv/weights/<name>/`), with no network;
+3. an older catalogue version (`ixi@1.0`: the wheel bundles none), another `revision`, or a Hub repo id
+   (`org/name`): the Hub through huggingface_hub (`HF_ENDPOINT`, `HF_HUB_CACHE` / `HF_HOME`, a token), or its
+   local cache when the Hub is unreachable, `HF_HUB_OFFLINE=1` is set or `local_files_only=True`; without
+   either, one error naming the version and `seqinv models download <name@version>`.
    Reaching the Hub fails fast (`SEQINV_HUB_TIMEOUT_S`, default 5 s).
 
 `prefer="hub"` skips step 2 (`seqinv models download`), `prefer="bundled"` allows only step 2.
@@ -33,7 +34,16 @@ PREFER = ("auto", "hub", "bundled")
 
 
 class HubUnavailable(WeightsError):
-    """The Hub cannot be reached (or offline mode is on) and its cache lacks the files."""
+    """The Hub cannot be reached (or offline mode is on) and its cache lacks the files.
+
+    `reason` says why the Hub was not asked ("offline mode is on ...", "the Hub at ... is unreachable"),
+    `cache` which cache was looked in.
+    """
+
+    def __init__(self, message: str, reason: str = "", cache: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.cache = cache
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,9 @@ class ModelSource:
 
 
 def bundled_name(entry: PublishedModel) -> str:
-    """Folder name of a bundled version: `<name>` for the newest, `<name>@<version>` for an older one
-    that is still shipped (e.g. `denoise@1.0`, the paper's frozen-encoder head)."""
+    """Folder name of a version: `<name>` for the newest (the one bundled, `seqinv/weights/<name>/`),
+    `<name>@<version>` for an older one (the wheel ships none; the repository keeps its Hub copy in
+    `hub/<name>@<version>/`)."""
     newest = catalogue.latest().get(entry.name)
     return entry.name if newest is None or newest.version == entry.version else entry.ref
 
@@ -168,13 +179,33 @@ def _locate_published(entry: PublishedModel, revision, cache_dir, local_files_on
     if prefer == "bundled" or (prefer == "auto" and pinned and bundled_folder(entry) is not None):
         return _locate_bundled(entry)
     hub_revision = entry.hub_revision if pinned else revision  # a pinned commit, not its movable tag
-    folder, kind, commit, note = fetch_from_hub(
-        entry.repo_id, hub_revision, cache_dir, local_files_only, token, name=entry.ref
-    )
+    try:
+        folder, kind, commit, note = fetch_from_hub(
+            entry.repo_id, hub_revision, cache_dir, local_files_only, token, name=entry.ref
+        )
+    except HubUnavailable as err:
+        raise HubUnavailable(_unavailable_message(entry, hub_revision, err), err.reason, err.cache) from err
     if pinned:
         _check_hub_copy(entry, folder, commit, kind)
     sha = (pinned and entry.sha256) or file_sha256(folder / WEIGHTS_NAME)  # checked equal just above
     return folder, ModelSource(kind, entry.repo_id, commit, sha, entry.name, note, entry.version)
+
+
+def _unavailable_message(entry: PublishedModel, revision: str, err: HubUnavailable) -> str:
+    """One error for a catalogue version that is neither bundled nor in the Hub cache, naming the version
+    and how to get it."""
+    shipped = catalogue.latest().get(entry.name)
+    if entry.bundled:
+        bundle = ""
+    elif shipped is not None and shipped.bundled:
+        bundle = f"is not bundled with seqinv (the wheel ships {shipped.ref}, loaded as {entry.name!r}), "
+    else:
+        bundle = "is not bundled with seqinv, "
+    return (
+        f"model {entry.ref!r} {bundle}is not in the Hub cache ({err.cache}) and {err.reason}; "
+        f"get it where there is network: `seqinv models download {entry.ref}` (Hub repo {entry.repo_id} "
+        f"@ {revision}), then run offline with that Hub cache (HF_HUB_CACHE)"
+    )
 
 
 def _check_hub_copy(entry: PublishedModel, folder: Path, commit: str, kind: str) -> None:
@@ -331,7 +362,9 @@ def fetch_from_hub(
             raise HubUnavailable(
                 f"{repo_id}@{revision}/{filename} is not in the Hub cache ({cache or 'default'}) and "
                 f"{reason}; fill the cache where there is network: "
-                f"`seqinv models download {name or repo_id}`"
+                f"`seqinv models download {name or repo_id}`",
+                reason,
+                cache or "default",
             ) from err
         except HfHubHTTPError as err:
             raise _http_error(err, repo_id, revision, filename) from err

@@ -109,7 +109,7 @@ def encoder_state_from_unet(state: dict[str, torch.Tensor]) -> dict[str, torch.T
 def encoder_config(config: ModelConfig) -> ModelConfig:
     """The config of a U-Net's encoder (its features, no outputs)."""
     return dataclasses.replace(
-        config, arch="encoder", task="features", task_name="features", labels=[], out_channels=1
+        config, arch="encoder", output_kind="features", task_name="features", labels=[], out_channels=1
     )
 
 
@@ -134,7 +134,7 @@ def read_folder(folder: str | Path, arch: str) -> tuple[ModelConfig, dict[str, t
 
 def write_folder(folder: str | Path, config: dict, state: dict[str, torch.Tensor], card: str) -> Path:
     """Write config.json, model.safetensors and README.md, each atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from seqinv.io import atomic_path
 
@@ -144,7 +144,7 @@ def write_folder(folder: str | Path, config: dict, state: dict[str, torch.Tensor
         tmp.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     with atomic_path(folder / WEIGHTS_NAME) as tmp:
         metadata = {"format": "pt", "seqinv_format_version": str(config["format_version"])}
-        save_file(state, str(tmp), metadata=metadata)
+        tmp.write_bytes(save(state, metadata=metadata))  # into our file: save_file would make it 0600
     with atomic_path(folder / CARD_NAME) as tmp:
         tmp.write_text(card, encoding="utf-8")
     return folder
@@ -153,7 +153,7 @@ def write_folder(folder: str | Path, config: dict, state: dict[str, torch.Tensor
 def model_card(config: ModelConfig) -> str:
     """README.md with the Hub's YAML metadata block."""
     pipeline = {"segment": "image-segmentation", "denoise": "image-to-image"}.get(
-        config.task, "image-feature-extraction"
+        config.output_kind, "image-feature-extraction"
     )
     title = config.name or f"seqinv {config.preset} {config.arch}"
     training = json.dumps(config.training, indent=2, sort_keys=True) if config.training else "not recorded"
@@ -171,8 +171,8 @@ tags:
 
 # {title}
 
-A seqinv model ({cls}, preset `{config.preset}`, task `{config.task}`): a 3D CNN encoder trained to give the
-same representation for any MRI sequence (Chalcroft et al., arXiv 2501.12057).
+A seqinv model ({cls}, preset `{config.preset}`, task `{config.output_kind}`): a 3D CNN encoder trained to
+give the same representation for any MRI sequence (Chalcroft et al., arXiv 2501.12057).
 
 | field | value |
 |---|---|

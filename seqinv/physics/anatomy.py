@@ -27,8 +27,9 @@ from seqinv.physics.maps import QMRIMaps
 ANATOMY_VERSION = 2  # bump when grouping or distance maps change (keys the on-disk cache)
 LABEL_MAPS_ENV = "SEQINV_LABEL_MAPS"
 N_MAPS = 18
-# The sets (one place): test maps measure only; development maps choose checkpoints, parameters and
-# stages; fitting maps train. Models up to ixi 1.2 trained on 1-16 (`TRAINING_MAPS`, kept for replay).
+# The sets (with the phantom seeds in seqinv/physics/phantom.py; `seqinv.physics.sets.refuse_test` keeps
+# them apart): test maps measure only; development maps choose checkpoints, parameters and stages; fitting
+# maps train. Models up to ixi 1.2 trained on 1-16 (`TRAINING_MAPS`, kept for replay).
 TEST_MAPS = (17, 18)
 HELD_OUT_MAPS = TEST_MAPS
 DEVELOPMENT_MAPS = (15, 16)
@@ -36,7 +37,7 @@ TRAINING_MAPS = tuple(i for i in range(1, N_MAPS + 1) if i not in TEST_MAPS)
 FIT_MAPS = tuple(i for i in TRAINING_MAPS if i not in DEVELOPMENT_MAPS)
 PARAMS = ("pd", "r1", "r2s", "mt", "r2")
 
-# Per-subject uniform ranges at 3 T (pd p.u., r1 1/s, r2s 1/s, mt p.u., r2 1/s). Brain: shared/SPEC.md §2
+# Per-subject uniform ranges at 3 T (pd p.u., r1 1/s, r2s 1/s, mt p.u., r2 1/s). Brain: docs/physics.md
 # and literature values for each nucleus (R2* rises with iron: pallidum > putamen > caudate > thalamus).
 KIND_VALUES: dict[str, dict[str, tuple[float, float]]] = {
     "air": dict(pd=(0, 0), r1=(1, 1), r2s=(30, 30), mt=(0, 0), r2=(20, 20)),

@@ -4,7 +4,8 @@ Brain: partial-volume mix of per-tissue values (CSF, cortical GM, deep GM, WM) d
 `TISSUES`, smooth within-tissue texture, optional smooth random deformation (applied to the probability
 maps, so labels follow). Outside the brain: randomised shells (CSF rim, skull tables, marrow, scalp
 fat/muscle, skin), eyes and orbital fat, air; all labelled 0. Optional stroke lesion with its mask.
-Everything is seeded; `HELD_OUT_SEED` is reserved for evaluation. Grid: the template's 1 mm grid.
+Everything is seeded; `HELD_OUT_SEED` is reserved for evaluation and `DEVELOPMENT_SEED` for choosing
+(seqinv/physics/sets.py). Grid: the template's 1 mm grid.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ DEVELOPMENT_SEED = 2026_12  # the development seed: phantoms that choose checkpo
 PARAMS = ("pd", "r1", "r2s", "mt", "r2")
 
 # Per-subject uniform ranges (3 T): pd p.u., r1 1/s, r2s 1/s, mt p.u., r2 1/s. Brain values:
-# shared/SPEC.md §2; head tissues and lesion: typical literature values (docs/physics.md).
+# docs/physics.md ("Head phantoms", its table); head tissues and lesion: typical literature values.
 TISSUES: dict[str, dict[str, tuple[float, float]]] = {
     "csf": dict(pd=(95, 100), r1=(0.22, 0.28), r2s=(1, 5), mt=(0.0, 0.2), r2=(0.5, 1.0)),
     "gm": dict(pd=(78, 85), r1=(0.55, 0.70), r2s=(14, 18), mt=(0.7, 1.0), r2=(10, 12)),

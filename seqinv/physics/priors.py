@@ -1,4 +1,4 @@
-"""Training priors over sequence parameters: the one documented table (docs/physics.md, shared/SPEC.md §2).
+"""Training priors over sequence parameters: the one documented table (docs/physics.md, "Training priors").
 
 `draw_sequence` samples a kind (each equally likely), then its parameters, and redraws until the
 sequence dataclass accepts them (TE < TR, TI < TR, MP-RAGE tp > 0 and td > 0, ...). The returned

@@ -1,4 +1,4 @@
-"""Closed-form steady-state signal equations (shared/SPEC.md §2), pure torch and differentiable.
+"""Closed-form steady-state signal equations (docs/physics.md, "Equations"), pure torch and differentiable.
 
 Inputs are `QMRIMaps` in hMRI units (PD, MT in p.u.; rates in 1/s) and a sequence dataclass (seconds,
 degrees). Half-precision maps are computed in float32 (the MP-RAGE terms 1 − cos α·e^(−R1·esp) lose all

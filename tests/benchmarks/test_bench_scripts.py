@@ -1,4 +1,5 @@
-"""The evaluation scripts in benchmarks/ run on a tiny random model and report sane, checkable figures."""
+"""The evaluation scripts in benchmarks/ and benchmarks/studies/ run on a tiny random model and report
+sane, checkable figures."""
 
 import csv
 import importlib.util
@@ -17,8 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["background", "CSF", "GM", "WM"]
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+def load_script(path):
+    """A script of benchmarks/ by its path there: "eval_heads" (a living benchmark), "studies/x" (a study)."""
+    name = Path(path).name
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{path}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -58,7 +61,7 @@ def ball_maps(n=20):
 
 
 def run_bench(monkeypatch, n, *args):
-    bench = load_script("bench_denoise_baselines")
+    bench = load_script("studies/bench_denoise_baselines")
     monkeypatch.setattr(bench, "load_maps", lambda seed, crop: (ball_maps(n), np.eye(4)))
     rows = bench.main(["--contrasts", "T1w", "--runs", "1", "--threads", "1", *map(str, args)])
     return {(r["noise"], r["method"]): r for r in rows}, rows
@@ -98,7 +101,7 @@ def test_bm4d_baseline_denoises(monkeypatch, capsys):
 
 
 def test_denoise_benchmark_rejects_unknown_methods_and_bad_sigma():
-    bench = load_script("bench_denoise_baselines")
+    bench = load_script("studies/bench_denoise_baselines")
     with pytest.raises(ParameterError, match="--methods 'seqinv,foo'.*nlmeans"):
         bench.parse_args(["--methods", "seqinv,foo"])
     with pytest.raises(ParameterError, match="--sigma 0.0 must be > 0"):
@@ -108,7 +111,7 @@ def test_denoise_benchmark_rejects_unknown_methods_and_bad_sigma():
 def test_ssim_equals_monai():
     from monai.metrics import SSIMMetric
 
-    bench = load_script("bench_denoise_baselines")
+    bench = load_script("studies/bench_denoise_baselines")
     g = torch.Generator().manual_seed(0)
     clean = torch.rand((20, 22, 18), generator=g).cumsum(0)
     noisy = clean + torch.randn(clean.shape, generator=g)
@@ -213,7 +216,7 @@ def test_eval_denoise_heads_reports_the_gain_of_flipped_passes(tmp_path, monkeyp
 def test_dev_refine_prior_scores_each_weight_on_the_development_heads(models, monkeypatch, capsys):
     from seqinv.io import Volume
 
-    bench = load_script("dev_refine_prior")
+    bench = load_script("studies/dev_refine_prior")
     grid = np.indices((40, 40, 40)) - 19.5
     r = np.sqrt((grid**2).sum(axis=0))
     truth = torch.from_numpy(np.select([r < 8, r < 12, r < 15], [3, 2, 1], 0).astype(np.uint8))
@@ -235,7 +238,7 @@ def test_tune_nonlocal_stage_scores_each_pair_on_the_held_out_cases(tmp_path, mo
     from training import denoise_resnet
     from training.denoise_resnet import psnr
 
-    bench = load_script("tune_nonlocal_stage")
+    bench = load_script("studies/tune_nonlocal_stage")
     torch.manual_seed(0)
     net = ResidualDenoiser(denoiser_config((4, 4)))
     net.save_pretrained(tmp_path / "m", dtype=torch.float32)  # a new network predicts no noise
@@ -273,7 +276,7 @@ def test_tune_nonlocal_stage_scores_each_pair_on_the_held_out_cases(tmp_path, mo
 def test_failure_phantoms_template_truth_is_the_blurred_labels_most_likely_class(monkeypatch):
     import training.head_phantoms as heads
 
-    bench = load_script("eval_failure_phantoms")
+    bench = load_script("studies/eval_failure_phantoms")
     grid = np.indices((40, 40, 40)) - 19.5
     r = np.sqrt((grid**2).sum(axis=0))
     # WM ball, GM shell, a 1-voxel CSF shell, then a thick CSF shell: the thin one vanishes when blurred
@@ -322,7 +325,9 @@ def test_eval_heads_outside_share_and_truth_follow_the_csf_rim():
             "parenchyma_distance": np.array([10, 30, 40], np.uint8),  # 0.5, 1.5, 2 mm
         }
 
-    assert heads.truth_of(Phantom()).tolist() == [1, 1, 0]
+    assert heads.truth_of(Phantom(), 1.5).tolist() == [1, 1, 0]
+    assert heads.truth_of(Phantom(), 2.5).tolist() == [1, 1, 1]
+    assert heads.truth_of(Phantom(), 1.0).tolist() == [1, 0, 0]
 
 
 def test_eval_heads_agreement_is_mean_pairwise_dice():

@@ -150,13 +150,13 @@ def test_config_records_the_stage_and_a_bad_one_fails_to_load(tmp_path):
         ModelConfig(task="segment", arch="unet", nonlocal_stage={"h": 0.8})
 
 
-def test_which_stage_a_run_uses():
+def test_which_stage_a_run_uses(published_hub):
     with_stage, without = _denoiser({"search": 1, "h": 1.0, "weight": 0.5}), _denoiser()
     assert denoise_stage(with_stage, None) == nl.NonlocalStage(1, 1.0, 0.5)  # the config's
     assert denoise_stage(with_stage, False) is None
     assert denoise_stage(without, None) is None
     assert denoise_stage(without, True) == nl.NonlocalStage()  # asked for: the default parameters
-    research = load_model("denoise@1.0", prefer="bundled")[0]
+    research = load_model("denoise@1.0")[0]  # from the (loopback) Hub: not bundled
     assert denoise_stage(research, None) is None
     with pytest.raises(ParameterError, match="--nonlocal applies to the residual denoiser"):
         denoise_stage(research, True)
@@ -219,7 +219,7 @@ def test_a_non_negative_image_with_gaussian_noise_keeps_its_level():
     assert result.sigma_method == "background-gaussian" and result.nonlocal_stage["noise"] == "gaussian"
 
 
-def test_cli_flags_choose_the_stage(tmp_path, monkeypatch, capsys):
+def test_cli_flags_choose_the_stage(tmp_path, monkeypatch, capsys, published_hub):
     import sys
 
     from typer.testing import CliRunner

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,8 @@ from seqinv.errors import ParameterError, WeightsError
 from seqinv.models import ModelConfig, SeqInvUNet, load_model
 from seqinv.models.denoiser import ResidualDenoiser, denoiser_config
 from seqinv.models.weights import CONFIG_NAME, read_config
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "seqinv" / "weights"
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +127,43 @@ def test_code_built_configs_are_checked_alike():
         ModelConfig.from_preset("tiny", spacing_mm=(0.01, 1.0, 1.0))
     for preset in ("tiny", "lite", "mini", "small", "paper"):
         ModelConfig.from_preset(preset)
+
+
+# ---- output_kind: what the outputs are, stored under config.json's "task" key ------------------------
+
+
+@pytest.mark.parametrize(
+    "folder", sorted(p.parent for p in WEIGHTS.glob("*/config.json")), ids=lambda p: p.name
+)
+def test_published_configs_are_written_back_byte_for_byte(folder):
+    """The catalogue pins each config.json's sha256: reading and writing its fields must not move a byte
+    (fields added since, such as `nonlocal_stage`, are left out as the file has them)."""
+    text = (folder / CONFIG_NAME).read_text(encoding="utf-8")
+    original = json.loads(text)
+    written = ModelConfig.from_dict(original).to_dict()
+    assert ModelConfig.from_dict(original).output_kind == original["task"]
+    assert json.dumps({key: written[key] for key in original}, indent=2) + "\n" == text
+    assert [key for key in written if key in original] == list(original)
+
+
+def test_output_kind_is_the_task_key_of_config_json():
+    config = ModelConfig.from_preset("tiny", arch="unet", output_kind="denoise")
+    data = config.to_dict()
+    assert data["task"] == "denoise" and "output_kind" not in data
+    assert list(data).index("task") == list(data).index("out_channels") + 1  # the key keeps its place
+    assert ModelConfig.from_dict(data) == config
+    with pytest.raises(WeightsError, match=r"unknown config fields \['output_kind'\]"):
+        ModelConfig.from_dict({**data, "output_kind": "denoise"})
+
+
+def test_task_is_a_deprecated_alias_of_output_kind():
+    import dataclasses
+
+    config = ModelConfig.from_preset("tiny", arch="unet", task="denoise")
+    assert config.output_kind == config.task == "denoise"
+    assert dataclasses.replace(config, task="segment").output_kind == "segment"
+    assert dataclasses.replace(config, output_kind="segment").output_kind == "segment"
+    # SeqInvUNet passes task="segment" as its default: an explicit output_kind wins over it
+    assert SeqInvUNet(preset="tiny", output_kind="denoise").config.output_kind == "denoise"
+    config.task = "segment"
+    assert config.output_kind == "segment"

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from hub_server import repository_copy
 from typer.testing import CliRunner
 
 from seqinv.errors import WeightsError
@@ -296,11 +297,12 @@ def test_each_published_bundled_model_loads_with_its_pinned_hash_and_card(name):
         assert model.config.labels == ["background", "lesion"]
         assert model.config.training["lesion_prior_shift"] < 0
     card = Path(__file__).resolve().parents[2] / "model_cards" / f"{name}.md"
-    assert (sources.bundled_folder(entry) / "README.md").read_text() == card.read_text()
-    if "HELD_OUT_SEED" in card.read_text():  # a card read on the Hub must give the seed's value too
+    text = card.read_text(encoding="utf-8")
+    assert (sources.bundled_folder(entry) / "README.md").read_text(encoding="utf-8") == text
+    if "HELD_OUT_SEED" in text:  # a card read on the Hub must give the seed's value too
         from seqinv.physics.phantom import HELD_OUT_SEED
 
-        assert f"seed {HELD_OUT_SEED}," in card.read_text()
+        assert f"seed {HELD_OUT_SEED}," in text
 
 
 def test_cli_names_a_version_with_name_at_version(tmp_path):
@@ -342,8 +344,9 @@ def _swap_labels(config_bytes: bytes) -> bytes:
 
 @pytest.mark.parametrize("entry", catalogue.CATALOGUE, ids=lambda e: e.ref)
 def test_every_published_version_pins_its_weights_and_its_config(entry):
-    folder = sources.bundled_folder(entry)
-    assert entry.sha256 and entry.config_sha256 and folder is not None
+    folder = repository_copy(entry)  # the bundled default, or the Hub copy kept in hub/
+    assert entry.sha256 and entry.config_sha256 and (folder / WEIGHTS_NAME).is_file()
+    assert entry.bundled == (entry == catalogue.latest()[entry.name])  # the wheel ships the newest only
     assert sources.pin_mismatch(entry, folder) is None
     assert entry.config_sha256 == _sha((folder / CONFIG_NAME).read_bytes())
 
@@ -390,14 +393,21 @@ def test_a_hub_config_that_is_not_the_published_one_is_refused(published, monkey
     assert "['lesion', 'background']" not in info.output
 
 
-def test_cli_info_shows_both_pins_and_the_bundled_folder_of_an_older_version():
+def test_cli_info_shows_both_pins_and_where_an_older_version_is(published_hub):
     from seqinv.cli import app
 
     entry = resolve("ixi@1.0")
     info = CliRunner().invoke(app, ["models", "info", "ixi@1.0"])
     assert info.exit_code == 0
     assert f"config:      sha256 {entry.config_sha256}\n" in info.output
-    assert "bundled:     seqinv/weights/ixi@1.0 (" in info.output
+    assert "bundled:     no\n" in info.output
+    assert "hub cache:   no (run `seqinv models download ixi@1.0`)" in info.output
+    assert CliRunner().invoke(app, ["models", "download", "ixi@1.0"]).exit_code == 0
+    info = CliRunner().invoke(app, ["models", "info", "ixi@1.0"])
+    assert "hub cache:   " in info.output and "models--seqinv--seqinv-lite-ixi" in info.output
+    assert "network:     unet, preset lite" in info.output
+    latest = CliRunner().invoke(app, ["models", "info", "ixi"]).output
+    assert "bundled:     seqinv/weights/ixi (" in latest
 
 
 def test_a_moved_tag_cannot_change_a_version_pinned_by_commit_and_content(published, monkeypatch, tmp_path):
@@ -435,7 +445,7 @@ def test_every_bundled_version_loads_with_no_network_at_all(fake_hub, monkeypatc
     monkeypatch.setattr(
         socket.socket, "connect", lambda sock, address: connects.append(address) or connect(sock, address)
     )
-    for ref in [e.ref for e in catalogue.CATALOGUE] + catalogue.names():
+    for ref in [e.ref for e in catalogue.CATALOGUE if e.bundled] + catalogue.names():
         _, source = load_model(ref)
         assert source.kind == "bundled" and source.note == "", ref
     assert SeqInvEncoder.from_pretrained("seqinv").source.kind == "bundled"
@@ -478,3 +488,60 @@ def test_a_malformed_hub_id_on_the_command_line_is_one_line():
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: model 'org/na me' is not a valid Hub repo id")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+# ---- issue #32: the wheel bundles the default of each name; older versions come from the Hub ----------
+
+
+def test_the_package_holds_the_default_of_each_name_and_no_older_version():
+    folders = sorted(p.name for p in sources.BUNDLED_ROOT.iterdir() if p.is_dir())
+    assert folders == sorted(catalogue.names())  # no `name@version` folder in the package
+    for entry in catalogue.CATALOGUE:
+        assert (sources.bundled_folder(entry) is not None) == entry.bundled, entry.ref
+
+
+@pytest.mark.parametrize("entry", [e for e in catalogue.CATALOGUE if not e.bundled], ids=lambda e: e.ref)
+def test_an_older_version_loads_from_the_hub_at_its_pinned_tag(published_hub, entry):
+    model, source = load_model(entry.ref)
+    assert (source.kind, source.location, source.version) == ("hub", entry.repo_id, entry.version)
+    assert source.sha256 == entry.sha256 and model.config.task_name == entry.task
+    assert ("GET", f"/{entry.repo_id}/resolve/{entry.revision}/{WEIGHTS_NAME}") in published_hub.requests
+    assert (repository_copy(entry) / "README.md").is_file()  # the card published with it
+
+
+def test_an_older_version_offline_is_one_error_naming_it_and_how_to_get_it(published_hub, monkeypatch):
+    _go_offline(monkeypatch)
+    expected = (
+        r"^model 'ixi@1\.0' is not bundled with seqinv \(the wheel ships ixi@1\.2, loaded as 'ixi'\), "
+        r"is not in the Hub cache \(\S+\) and offline mode is on .*; get it where there is network: "
+        r"`seqinv models download ixi@1\.0` \(Hub repo seqinv/seqinv-lite-ixi @ v1\.0\)"
+    )
+    with pytest.raises(WeightsError, match=expected):
+        load_model("ixi@1.0")
+    assert published_hub.connections == 0
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert load_model("ixi@1.0")[1].kind == "hub"  # fills the cache
+    _go_offline(monkeypatch)
+    model, source = load_model("ixi@1.0")  # then offline works, from the cache
+    assert source.kind == "cache" and source.sha256 == resolve("ixi@1.0").sha256
+
+
+def test_an_older_version_offline_on_the_command_line_is_one_error_line(tmp_path):
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "cache")}
+    argv = ["segment", "--example", "--model", "ixi@1.0", "-o", str(tmp_path / "o")]
+    done = subprocess.run(
+        [sys.executable, "-m", "seqinv", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(errors) == 1 and errors[0].startswith("error: model 'ixi@1.0' is not bundled with seqinv")
+    assert "`seqinv models download ixi@1.0`" in errors[0]
+    assert not [p for p in (tmp_path / "o").rglob("*") if p.is_file()]  # nothing written

@@ -35,3 +35,19 @@ def test_train_pretrain_bad_input_one_line_exit_2(tmp_path, args, expected):
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "OUT").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--widths", "32,a", "--output", "OUT"], "--widths '32,a': give comma-separated numbers"),
+        (["--patch-size", "15", "--output", "OUT"], "--patch-size 15: must be even"),
+    ],
+)
+def test_train_denoise_bad_input_one_line_exit_2(tmp_path, args, expected):
+    args = [str(tmp_path / a) if a == "OUT" else a for a in args]
+    result = _run("train", "denoise", *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+    assert not (tmp_path / "OUT").exists()

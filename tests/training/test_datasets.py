@@ -79,7 +79,7 @@ def test_reader_returns_ras_1mm_grids(ixi_folder):
 
 
 def test_ixi_labels_land_on_the_images_bright_cube(ixi_folder):
-    from training.datasets import load_folder
+    from training.task_ops import load_folder
 
     subjects = load_folder(ixi_folder, "ixi")
     assert [(s.name, s.site, s.contrast) for s in subjects] == [
@@ -96,7 +96,7 @@ def test_ixi_labels_land_on_the_images_bright_cube(ixi_folder):
 
 
 def test_arc_mask_follows_each_contrast_through_scanner_space(arc_folder):
-    from training.datasets import load_folder
+    from training.task_ops import load_folder
 
     subjects = load_folder(arc_folder, "arc")
     assert sorted(s.contrast for s in subjects) == ["FLAIR", "T1w"]
@@ -108,7 +108,7 @@ def test_arc_mask_follows_each_contrast_through_scanner_space(arc_folder):
 
 def test_mask_outside_the_image_is_a_clear_error(arc_folder):
     from seqinv.errors import InputError
-    from training.datasets import load_folder
+    from training.task_ops import load_folder
 
     path = next((arc_folder / "derivatives").rglob("*mask.nii.gz"))
     far = LPS_12MM.copy()

@@ -1,4 +1,4 @@
-"""`python -m training.denoise_resnet --init`: a run starts from a trained denoiser of the same widths."""
+"""`seqinv train denoise --init`: a run starts from a trained denoiser of the same widths."""
 
 import pytest
 import torch

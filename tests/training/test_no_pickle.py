@@ -150,15 +150,16 @@ def test_denoise_resnet_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     denoise_resnet.train(recipe, tmp_path)  # resumes at step 1
     logged = [line for line in (tmp_path / "log.jsonl").read_text().splitlines() if line]
     assert [json.loads(line)["step"] for line in logged] == [1, 2]
-    torch.load(tmp_path / "last.pt", weights_only=True)
+    torch.load(tmp_path / "checkpoints" / "step_0000002.pt", weights_only=True)  # the common loop's
     torch.load(tmp_path / "best.pt", weights_only=True)
 
 
 def test_denoise_resnet_refuses_planted_checkpoints(tmp_path, monkeypatch):
     denoise_resnet, recipe = _tiny_denoise(monkeypatch, steps=1)
     marker = tmp_path / "marker"
-    _plant(tmp_path / "last.pt", marker)
-    with pytest.raises(InputError, match="cannot read checkpoint .*last.pt"):
+    (tmp_path / "checkpoints").mkdir()
+    _plant(tmp_path / "checkpoints" / "step_0000001.pt", marker)
+    with pytest.raises(InputError, match="checkpoint .*step_0000001.pt: .*; remove it to start over"):
         denoise_resnet.train(recipe, tmp_path)
     _plant(tmp_path / "best.pt", marker)
     with pytest.raises(InputError, match="cannot read checkpoint .*best.pt"):

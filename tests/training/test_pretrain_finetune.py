@@ -245,9 +245,9 @@ def test_published_recipes_are_valid_and_end_in_the_published_command():
         path = root / "training" / "recipes" / f"{name}.toml"
         stages = plan(path, "runs")  # every stage validates
         recipe = tomllib.loads(path.read_text(encoding="utf-8"))
-        folder = root / "seqinv" / "weights" / recipe["model"]
-        if (folder.parent / f"{recipe['model']}@{recipe['version']}").is_dir():  # a newer one is `model`
-            folder = folder.parent / f"{recipe['model']}@{recipe['version']}"
+        folder = root / "seqinv" / "weights" / recipe["model"]  # the bundled default
+        if (root / "hub" / f"{recipe['model']}@{recipe['version']}").is_dir():  # a newer one is bundled
+            folder = root / "hub" / f"{recipe['model']}@{recipe['version']}"
         training = json.loads((folder / "config.json").read_text())["training"]
         assert training["lineage"]["recipe"] == path.name
         assert training["lineage"]["stages"][-1]["command"] == stages[-1].command_line
@@ -262,7 +262,8 @@ def test_published_recipes_are_valid_and_end_in_the_published_command():
 
     denoisers = (("denoise@2.1", "heads", "denoise@2.0"), ("denoise", "long", "denoise@2.1"))
     for folder, stage, before in denoisers:
-        published = json.loads((root / "seqinv" / "weights" / folder / "config.json").read_text())
+        where = root / ("hub" if "@" in folder else "seqinv/weights")  # older versions: their Hub copies
+        published = json.loads((where / folder / "config.json").read_text())
         last = read_recipe(str(root / "training" / "recipes" / f"denoise-resnet.toml#{stage}"))
         recipe = published["training"]["recipe"]
         recorded = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()}

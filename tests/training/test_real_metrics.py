@@ -1,4 +1,5 @@
-"""The real-scan benchmark's metric code (training.realbench) against hand-made volumes with known answers.
+"""The real-scan benchmark's code (training.realbench) against hand-made volumes with known answers (its
+PSNR, SSIM and Dice are seqinv/metrics.py's: tests/test_metrics.py).
 
 NumPy/SciPy/SimpleITK only: no deepbet, ANTs or BM4D (the full benchmark is not a CI test).
 """
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from seqinv.metrics import dice
 from training.realbench import denoising as dn
 from training.realbench.grids import (
     carry_mask,
@@ -20,7 +22,7 @@ from training.realbench.grids import (
     resample_probs,
     to_sitk,
 )
-from training.realbench.metrics import dice, dice_per_class, kmeans_labels, outside_percent, psnr_db, ssim_3d
+from training.realbench.metrics import kmeans_labels, outside_percent, tissue_dice
 from training.realbench.references import Cache
 
 
@@ -40,27 +42,19 @@ def oblique_affine(voxel_mm=(1.0, 1.5, 2.0), angle_deg=20.0, origin=(-30.0, 12.0
 
 
 # ------------------------------------------------------------------------------------------------ metrics
-def test_dice_of_two_half_overlapping_boxes():
-    a = box((30, 30, 30), (0, 0, 0), (10, 10, 10))
-    b = box((30, 30, 30), (5, 0, 0), (15, 10, 10))
-    assert dice(a, b) == pytest.approx(0.5)  # 500 shared of 1000 + 1000
-    assert dice(a, a) == 1.0 and dice(a, ~a) == 0.0
-    assert dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
-
-
-def test_dice_per_class_and_mean_within_a_region():
+def test_tissue_dice_and_mean_within_a_region():
     ref = np.zeros((4, 4, 4), np.uint8)
     ref[0], ref[1], ref[2] = 1, 2, 3
     pred = ref.copy()
     pred[2, :2] = 2  # half of WM called GM
-    out = dice_per_class(pred, ref)
+    out = tissue_dice(pred, ref)
     assert out["CSF"] == 1.0
     assert out["GM"] == pytest.approx(2 * 16 / (16 + 24))
     assert out["WM"] == pytest.approx(2 * 8 / (8 + 16))
     assert out["mean"] == pytest.approx((out["CSF"] + out["GM"] + out["WM"]) / 3)
     within = np.zeros_like(ref, bool)
     within[:2] = True  # the mistakes are outside the region
-    assert dice_per_class(pred, ref, within)["GM"] == 1.0
+    assert tissue_dice(pred, ref, within)["GM"] == 1.0
 
 
 @pytest.mark.parametrize(("voxel_mm", "expected"), [((1.0, 1.0, 1.0), 25.0), ((2.0, 1.0, 1.0), 40.0)])
@@ -83,24 +77,6 @@ def test_kmeans_orders_classes_by_intensity():
     labels = kmeans_labels(image, mask)
     assert (labels[~mask] == 0).all()
     assert (labels[mask] == truth[mask]).mean() > 0.99
-
-
-def test_psnr_and_ssim_known_values():
-    clean = np.zeros((16, 16, 16), np.float32)
-    noisy = clean + 0.1
-    assert psnr_db(clean, noisy, 1.0) == pytest.approx(20.0)
-    region = box(clean.shape, (0, 0, 0), (8, 16, 16))
-    half = clean.copy()
-    half[8:] = 0.5  # errors outside the region only
-    assert psnr_db(clean, half, 1.0, region) == math.inf
-    rng = np.random.default_rng(1)
-    image = rng.random((16, 16, 16)).astype(np.float32)
-    assert ssim_3d(image, image, 1.0) == pytest.approx(1.0, abs=1e-6)
-    # constant images: only the luminance term is left, (2ab + c1) / (a^2 + b^2 + c1), c1 = (0.01 L)^2
-    a, b = np.full((9, 9, 9), 0.5), np.full((9, 9, 9), 0.6)
-    assert ssim_3d(a, b, 1.0) == pytest.approx((0.6 + 1e-4) / (0.25 + 0.36 + 1e-4))
-    noisier = [ssim_3d(image, image + rng.normal(0, s, image.shape), 1.0) for s in (0.05, 0.2, 0.5)]
-    assert noisier == sorted(noisier, reverse=True)
 
 
 # ------------------------------------------------------------------------------------------------ grids

@@ -1,6 +1,7 @@
 """`seqinv train replay`: a recipe's stages run in order, and the exported model records its lineage."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -211,3 +212,34 @@ def test_the_denoise_resnet_script_reads_flat_and_stage_recipes_alike(tmp_path):
     (tmp_path / "flat.toml").write_text("[train]\nwidth = [4]\n")
     with pytest.raises(SystemExit, match=r"unknown recipe keys \['width'\]"):
         read_recipe(str(tmp_path / "flat.toml"))
+
+
+def test_the_research_head_recipe_runs_as_denoise_head_and_keeps_its_published_name(tmp_path):
+    from seqinv.errors import InputError
+    from training.recipe import plan
+
+    recipe = Path(__file__).resolve().parents[2] / "training" / "recipes" / "denoise.toml"
+    last = plan(recipe, "runs")[-1]
+    assert last.command == "denoise-head" and last.options.task == "denoise"
+    assert last.command_line.startswith("seqinv train denoise --output runs/denoise --encoder runs/seqinv")
+    assert last.run_line == last.command_line.replace("train denoise ", "train denoise-head ", 1)
+    shown = _invoke("train", "replay", recipe, "--dry-run").splitlines()
+    assert shown[-1] == last.run_line  # a replay shows what it runs
+    bad = TINY.replace('command = "segment"', 'command = "segment"\npublished_as = "denoise"')
+    (tmp_path / "bad.toml").write_text(bad)
+    with pytest.raises(InputError, match="'seg': published_as 'denoise' is no earlier name of 'segment'"):
+        plan(tmp_path / "bad.toml", "runs")
+
+
+def test_a_denoise_stage_is_the_default_denoiser_under_its_new_name(tmp_path):
+    from training.options import DenoiseResnetOptions
+    from training.recipe import plan
+
+    (tmp_path / "dn.toml").write_text(TINY_DENOISE.replace('"denoise-resnet"', '"denoise"'))
+    (stage,) = plan(tmp_path / "dn.toml", "runs")
+    assert isinstance(stage.options, DenoiseResnetOptions) and stage.options.widths == (4, 4)
+    expected = (
+        "seqinv train denoise --output runs/dn --phantoms 1 --contrasts-per-phantom 1 --no-icbm152 "
+        "--patch-size 16 --batch-size 2 --steps 2 --widths 4,4 --validate-every 1"
+    )
+    assert stage.command_line == stage.run_line == expected

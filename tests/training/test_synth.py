@@ -180,8 +180,11 @@ def test_synth_options_are_checked():
 
     base = dict(output="o", encoder="e", phantom=True, phantom_source="synth")
     FinetuneOptions(**base).validate()
-    with pytest.raises(ParameterError, match="use it with --task ixi"):
-        FinetuneOptions(**base, task="arc").validate()
+    FinetuneOptions(**base, task="arc").validate()
+    with pytest.raises(ParameterError, match="use it with --task ixi, arc"):
+        FinetuneOptions(**base, task="denoise").validate()
+    with pytest.raises(ParameterError, match="--lesion-free 1.2"):
+        FinetuneOptions(**base, task="arc", lesion_free=1.2).validate()
     with pytest.raises(ParameterError, match="--physics-share 1.5"):
         FinetuneOptions(**base, physics_share=1.5).validate()
     with pytest.raises(ParameterError, match="--csf-rim-mm -1"):
@@ -237,6 +240,24 @@ def test_synth_fine_tuning_runs_end_to_end(tmp_path, monkeypatch, subject):
     unet = SeqInvUNet.from_pretrained(str(tmp_path / "seg"))
     assert unet.config.training["options"]["phantom_source"] == "synth"
     assert np.isfinite(unet.config.training["metrics"]["final_loss"])
+
+
+def test_synth_lesion_fine_tuning_runs_end_to_end(tmp_path, monkeypatch, subject):
+    from seqinv.models import SeqInvEncoder, SeqInvUNet
+    from training import finetune
+
+    SeqInvEncoder(preset="tiny").save_pretrained(tmp_path / "enc")
+    monkeypatch.setattr(finetune, "build_subjects", lambda opts: ([subject], "synthetic head"))
+    opts = finetune.FinetuneOptions(
+        output=str(tmp_path / "arc"), encoder=str(tmp_path / "enc"), task="arc", phantom=True,
+        phantom_source="synth", patch_size=32, steps=3, lr=1e-3, warmup_steps=1, train_encoder=True,
+        class_weights="1,1", lesion_free=0.5,
+    )  # fmt: skip
+    finetune.run_finetune(opts, show_progress=False)
+    unet = SeqInvUNet.from_pretrained(str(tmp_path / "arc"))
+    assert unet.config.labels == ["background", "lesion"]
+    assert unet.config.training["options"]["lesion_free"] == 0.5
+    assert "lesion_prior_shift" not in unet.config.training  # the old generator's correction is not its
 
 
 def test_a_training_pool_refuses_the_test_maps():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.realbench.metrics import psnr_db, ssim_3d
+from seqinv.metrics import psnr_db, ssim_3d
 
 PROTOCOLS = {"gaussian-0.2": ("gaussian", 0.2), "rician-3%": ("rician", 0.03), "rician-8%": ("rician", 0.08)}
 METHODS = ("seqinv", "nlmeans", "bm4d")

@@ -12,15 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from seqinv.metrics import dice
+from seqinv.tasks import TASKS, TISSUE_TASK
 from training.realbench import denoising as dn
 from training.realbench.grids import carry_mask, degrade, resample_probs
-from training.realbench.metrics import (
-    dice,
-    dice_per_class,
-    kmeans_labels,
-    outside_percent,
-    volumes_ml,
-)
+from training.realbench.metrics import kmeans_labels, outside_percent, tissue_dice, volumes_ml
 from training.realbench.references import (
     MASK_RECIPES,
     Cache,
@@ -60,7 +56,7 @@ DEGRADED = {"1x1x5mm": (1.0, 1.0, 5.0), "3mm-iso": (3.0, 3.0, 3.0)}
 class RealOptions:
     real_dir: str
     output: str
-    seg_model: str | None = "ixi"
+    seg_model: str | None = TASKS[TISSUE_TASK].default_model
     denoise_model: str | None = "denoise"
     cache_dir: str | None = None
     threads: int = 1
@@ -204,7 +200,7 @@ def scan_rows(scan: Scan, model_name: str) -> list[dict]:
             (f"{model_name} in mask", labels, scan.mask),
             ("kmeans", scan.kmeans, None),
         ):
-            for cls, value in dice_per_class(labels_of, scan.tissue, within).items():
+            for cls, value in tissue_dice(labels_of, scan.tissue, within).items():
                 out.append(row("tissue", name, who, "atropos", "dice", cls, value))
         for cls, ml in volumes_ml(scan.tissue, volume.voxel_ml).items():
             out.append(row("volume", name, "atropos", "-", "ml", cls, ml))
@@ -226,7 +222,7 @@ def cross_contrast_rows(scans, results, model_name: str) -> list[dict]:
         np.ones(pd.volume.shape, bool), pd.volume.affine, t1.volume.shape, t1.volume.affine, inverse
     )
     out = []
-    for cls, value in dice_per_class(on_t1, t1.labels, covered).items():
+    for cls, value in tissue_dice(on_t1, t1.labels, covered).items():
         out.append(row("cross_contrast", "chris_PD", model_name, "chris_t1 labels", "dice", cls, value))
     if t1.mask is not None:
         both = covered & t1.mask
@@ -258,7 +254,7 @@ def resolution_rows(scans, model, settings, model_name: str, profile: str) -> li
             )
             labels = resample_probs(result.probs, result.affine, t1.shape, t1.affine)
             scan = f"chris_t1@{tag}{suffix}"
-            for cls, value in dice_per_class(labels, sharp).items():
+            for cls, value in tissue_dice(labels, sharp).items():
                 out.append(row("resolution", scan, model_name, "sharp chris_t1 labels", "dice", cls, value))
             voxel_ml = float(abs(np.linalg.det(result.affine[:3, :3]))) / 1000
             for cls, ml in volumes_ml(result.labels, voxel_ml).items():
@@ -387,7 +383,7 @@ def run_real(options: RealOptions) -> dict:
     settings = InferenceSettings(device="cpu", threads=options.threads)
     seg_rows_, den_rows, models = [], [], {}
     if options.seg_model:
-        model, source = load_task_model("ixi", options.seg_model)
+        model, source = load_task_model(TISSUE_TASK, options.seg_model)
         models["segment"] = describe(source)
         t = time.perf_counter()
         rows, results = seg_rows(scans, model, settings, options.seg_model, output)
@@ -421,7 +417,7 @@ def run_real(options: RealOptions) -> dict:
 def options_from(
     real_dir: str,
     output: str,
-    seg_model: str | None = "ixi",
+    seg_model: str | None = TASKS[TISSUE_TASK].default_model,
     denoise_model: str | None = "denoise",
     methods: str = ",".join(dn.METHODS),
     protocols: str = ",".join(dn.PROTOCOLS),
@@ -466,13 +462,17 @@ def run_real_models(real_dir: str, output: str, models: list[str], cache_dir: st
     the segmentation figures, a denoising model for seqinv's denoising rows); none given: ixi and denoise."""
     from seqinv.errors import ParameterError
     from seqinv.models import load_model
-    from training.evaluate import parse_models, task_of
+    from seqinv.tasks import trained_task
+    from training.evaluate import parse_models
 
-    chosen = {"ixi": None, "denoise": None} if models else {"ixi": "ixi", "denoise": "denoise"}
+    tasks = (TISSUE_TASK, "denoise")
+    chosen = dict.fromkeys(tasks) if models else {t: TASKS[t].default_model for t in tasks}
     for _, path in parse_models(models):
-        task = task_of(load_model(path)[0])
+        task = trained_task(load_model(path)[0].config)
         if task not in chosen:
-            raise ParameterError(f"--real scores tissue (ixi) and denoising models; {path} is a {task} model")
+            raise ParameterError(
+                f"--real scores tissue ({TISSUE_TASK}) and denoising models; {path} is a {task} model"
+            )
         chosen[task] = path
-    options = options_from(real_dir, output, chosen["ixi"], chosen["denoise"], cache_dir=cache_dir)
+    options = options_from(real_dir, output, chosen[TISSUE_TASK], chosen["denoise"], cache_dir=cache_dir)
     return run_real(options)
