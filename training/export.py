@@ -50,15 +50,15 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def model_from_checkpoint(state: dict):
-    from seqinv.models import ModelConfig, SeqInvEncoder, SeqInvUNet
+    """The network a checkpoint's config names (its `arch`: encoder, unet or denoiser), weights loaded."""
+    from seqinv.models import ModelConfig
+    from seqinv.models.factory import ARCH_CLASSES
 
     config = ModelConfig.from_dict(state["config"], source="checkpoint config")
     weights = state["model"]
-    if config.arch == "encoder":
-        model = SeqInvEncoder(config)
+    if config.arch == "encoder":  # pretraining checkpoints hold the projection head too
         weights = {k.removeprefix("encoder."): v for k, v in weights.items() if k.startswith("encoder.")}
-    else:
-        model = SeqInvUNet(config)
+    model = ARCH_CLASSES[config.arch](config)
     model.load_state_dict(weights, strict=True)
     return model.eval()
 
@@ -90,10 +90,12 @@ def card_template() -> str:
 
 
 def render_card(model, metrics_rows: list[dict], template: Path | None = None) -> str:
+    from seqinv.models.weights import ARCH_CLASSES
+
     config = model.config
     kind = config.output_kind
     training = config.training or {}
-    cls = "SeqInvUNet" if config.arch == "unet" else "SeqInvEncoder"
+    cls = ARCH_CLASSES[config.arch]
     usage = {
         "segment": "seqinv segment scan.nii.gz --model <this repo id or folder>",
         "denoise": "seqinv denoise scan.nii.gz --model <this repo id or folder>",

@@ -174,6 +174,17 @@ _VERSIONS: list[PublishedModel] = [
         config_sha256="01191a8f17b18ef4e9c861c06c828301f1200e4559aa6c84e2050be124e35b8d",
     ),
     _published(
+        "ixi",
+        "2.0",
+        "task",
+        "ixi",
+        "seqinv-lite-ixi",
+        "tissue segmentation (background, CSF, GM, WM), any contrast or resolution: trained on the "
+        "SynthSeg-grade generator",
+        sha256="d90859c6f17564ed62528db67fffbb62cbd42bd4bdad31e212e63450e70e249e",
+        config_sha256="26adc6058be3273ac8e8dbd734478261dba443ca43b2f6f896a423629265abda",
+    ),
+    _published(
         "arc",
         "1.1",
         "task",

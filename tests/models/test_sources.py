@@ -319,7 +319,7 @@ def test_cli_names_a_version_with_name_at_version(tmp_path):
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().endswith(
-        "error: model 'ixi' has no version '0.9'; published versions: 1.0, 1.1, 1.2 "
+        "error: model 'ixi' has no version '0.9'; published versions: 1.0, 1.1, 1.2, 2.0 "
         "(see `seqinv models list`)"
     )
     assert list(tmp_path.iterdir()) == []
@@ -512,7 +512,7 @@ def test_an_older_version_loads_from_the_hub_at_its_pinned_tag(published_hub, en
 def test_an_older_version_offline_is_one_error_naming_it_and_how_to_get_it(published_hub, monkeypatch):
     _go_offline(monkeypatch)
     expected = (
-        r"^model 'ixi@1\.0' is not bundled with seqinv \(the wheel ships ixi@1\.2, loaded as 'ixi'\), "
+        r"^model 'ixi@1\.0' is not bundled with seqinv \(the wheel ships ixi@2\.0, loaded as 'ixi'\), "
         r"is not in the Hub cache \(\S+\) and offline mode is on .*; get it where there is network: "
         r"`seqinv models download ixi@1\.0` \(Hub repo seqinv/seqinv-lite-ixi @ v1\.0\)"
     )

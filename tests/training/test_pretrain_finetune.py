@@ -257,7 +257,7 @@ def test_published_recipes_are_valid_and_end_in_the_published_command():
             if key in published:
                 value = getattr(stages[-1].options, key)
                 assert (list(value) if key == "widths" else value) == published[key], (name, key)
-    assert len(plan(root / "training" / "recipes" / "ixi.toml", "runs")) == 23
+    assert len(plan(root / "training" / "recipes" / "ixi.toml", "runs")) == 26
     from training.denoise_resnet import read_recipe
 
     denoisers = (("denoise@2.1", "heads", "denoise@2.0"), ("denoise", "long", "denoise@2.1"))

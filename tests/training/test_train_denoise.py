@@ -75,6 +75,13 @@ def test_train_denoise_trains_the_default_denoiser_in_the_common_loop_and_resume
     logged = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert logged == [2, 4, 4]
 
+    from training.export import export
+
+    exported = export(out / "checkpoints" / "step_0000002.pt", tmp_path / "exported")
+    again, _ = load_model(str(exported))
+    assert isinstance(again, ResidualDenoiser)
+    assert "ResidualDenoiser" in (exported / "README.md").read_text(encoding="utf-8")
+
 
 def test_the_schedule_is_the_cosine_of_the_published_runs():
     from training import loop
